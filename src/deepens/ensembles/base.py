@@ -1,0 +1,151 @@
+"""The interface every deepens ensemble shares.
+
+Shape convention: the member axis comes first. An ensemble of M members accepts a shared input
+(B, ...) — the same batch for every member — or per-member inputs (M, B, ...), and returns
+(M, B, ...). ``predict_proba`` averages member probabilities; ``predict_logits_mean`` averages member
+outputs (the EE paper's f_ens = (1/M) Σ_α f_α).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ..errors import DeepensError, check_int
+from ..layers.members import MemberContext
+
+__all__ = ["Ensemble"]
+
+
+def _fmt_shape(lead: tuple[str, ...], sample: tuple[int | None, ...]) -> str:
+    names = iter(["H", "W"] if len(sample) == 3 else ["L", "H", "W"])
+    parts = list(lead) + [str(s) if s is not None else next(names, "?") for s in sample]
+    return "(" + ", ".join(parts) + ")"
+
+
+class Ensemble(nn.Module):
+    """Base class of all ensembles: M members computed in one vectorized call.
+
+    Subclasses implement ``_forward(x)`` on the folded layout (M·B, ...) — or on the shared batch
+    (B, ...) when ``self.ctx.shared`` is set — and return the folded output (M·B, ...).
+    """
+
+    kind = "ensemble"
+
+    def __init__(self, members: int) -> None:
+        super().__init__()
+        self.ctx = MemberContext(check_int("members", members, minimum=1))
+        self.sample_shape: tuple[int | None, ...] | None = None
+
+    # -- members -----------------------------------------------------------------------------------
+    @property
+    def members(self) -> int:
+        return self.ctx.members
+
+    def first(self, k: int) -> Ensemble:
+        """A new ensemble made of copies of the first ``k`` members (k = 1..M)."""
+        k = check_int("k", k, minimum=1)
+        if k > self.members:
+            raise DeepensError(f"k: expected at most {self.members} (the number of members), got {k}")
+        new = copy.deepcopy(self)
+        for module in new.modules():
+            truncate = getattr(module, "truncate_members_", None)
+            if truncate is not None and module is not new:
+                truncate(k)
+        new.ctx.members = k
+        return new
+
+    # -- parameters --------------------------------------------------------------------------------
+    def _is_individual(self, name: str) -> bool:
+        """Whether parameter ``name`` belongs to one member (leading member axis) or is shared."""
+        raise NotImplementedError
+
+    def named_individual_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Per-member parameters, each with the member axis first (M, ...)."""
+        return ((n, p) for n, p in self.named_parameters() if self._is_individual(n))
+
+    def named_shared_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Parameters shared by all members (trained with the γ(M)/M-scaled summed gradient, EE Eq. 4)."""
+        return ((n, p) for n, p in self.named_parameters() if not self._is_individual(n))
+
+    def individual_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for _, p in self.named_individual_parameters())
+
+    def shared_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for _, p in self.named_shared_parameters())
+
+    # -- input handling ----------------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor, per_member: bool | None) -> bool:
+        """Validate ``x`` and return whether it holds one batch per member."""
+        if not isinstance(x, torch.Tensor):
+            raise DeepensError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+        if not (x.is_floating_point() or x.is_complex()):
+            raise DeepensError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
+        m = self.members
+        sample = self.sample_shape
+        if sample is not None:
+            r = len(sample)
+            shared_txt = _fmt_shape(("B",), sample)
+            member_txt = _fmt_shape((f"M={m}", "B"), sample)
+            if per_member is None:
+                per_member = x.dim() == r + 2
+            want = r + 2 if per_member else r + 1
+            if x.dim() != want:
+                raise DeepensError(
+                    f"x: expected shape {shared_txt} (one batch shared by all members) or {member_txt} "
+                    f"(one batch per member), got {tuple(x.shape)}"
+                )
+            for i, size in enumerate(sample):
+                if size is not None and x.shape[x.dim() - r + i] != size:
+                    raise DeepensError(
+                        f"x: expected shape {shared_txt} or {member_txt}; axis {x.dim() - r + i} has size "
+                        f"{x.shape[x.dim() - r + i]}, expected {size}"
+                    )
+        elif per_member is None:
+            per_member = False
+        if per_member and (x.dim() < 2 or x.shape[0] != m):
+            raise DeepensError(
+                f"x: a per-member input must have the {m} members on its first axis, got shape {tuple(x.shape)}"
+            )
+        batch = x.shape[1] if per_member else x.shape[0]
+        if batch == 0:
+            raise DeepensError("x: expected at least one sample, got an empty batch")
+        return bool(per_member)
+
+    def forward(self, x: torch.Tensor, per_member: bool | None = None) -> torch.Tensor:
+        """All members' outputs, shape (M, B, ...).
+
+        ``x`` is (B, ...) shared by all members or (M, B, ...) one batch per member; when the sample
+        shape is known it is inferred from the rank, otherwise pass ``per_member=True`` explicitly.
+        """
+        per_member = self._check_input(x, per_member)
+        m = self.members
+        if per_member:
+            batch = x.shape[1]
+            folded = x.reshape((m * batch,) + tuple(x.shape[2:]))
+        else:
+            batch = x.shape[0]
+            folded = x
+        self.ctx.shared = not per_member
+        try:
+            out = self._forward(folded)
+        finally:
+            self.ctx.shared = False
+        return out.reshape((m, batch) + tuple(out.shape[1:]))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict_logits_mean(self, x: torch.Tensor, per_member: bool | None = None) -> torch.Tensor:
+        """Mean of the members' outputs (B, ...): f_ens(x) = (1/M) Σ_α f_α(x) (EE §3)."""
+        return self(x, per_member).mean(0)
+
+    def predict_proba(self, x: torch.Tensor, per_member: bool | None = None) -> torch.Tensor:
+        """Mean of the members' class probabilities (B, C): the ensemble's predictive distribution."""
+        return torch.softmax(self(x, per_member), dim=-1).mean(0)
+
+    def extra_repr(self) -> str:
+        return f"members={self.members}"

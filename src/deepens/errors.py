@@ -1,0 +1,55 @@
+"""The one exception type of deepens, and small argument checks that raise it."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Any
+
+
+class DeepensError(ValueError):
+    """Bad input: the message names the argument and what was expected.
+
+    A subclass of :class:`ValueError`, so ``except ValueError`` also catches it. The CLI prints its
+    message on one line and exits with status 2.
+    """
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
+    """Return ``value`` as an int, or raise a :class:`DeepensError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise DeepensError(f"{name}: expected an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise DeepensError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``value`` as a finite float within the given bounds, or raise a :class:`DeepensError`."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise DeepensError(f"{name}: expected a finite number, got {value!r}")
+    value = float(value)
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and (value >= high if high_open else value > high)
+    if bad_low or bad_high:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise DeepensError(f"{name}: expected a number in {interval}, got {value:g}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a :class:`DeepensError`."""
+    if value not in choices:
+        raise DeepensError(f"{name}: expected one of {', '.join(map(str, choices))}; got {value!r}")
+    return value

@@ -1,0 +1,323 @@
+"""Member-aware layers: every member of an ensemble computed in one vectorized call.
+
+Inside an ensemble the batch is *folded*: a tensor of shape (M·B, ...) holds member α's samples at
+rows α·B ... α·B + B − 1 (member-major). Every per-sample operation of the reference network
+(activations, pooling, flatten, views that keep the first axis) then works unchanged, and only the
+layers here know about members:
+
+* :class:`StackedLinear` / :class:`StackedConv` — M independent weight sets (a deep ensemble) as one
+  batched matmul / one grouped convolution.
+* :class:`Modulation` — per-member, per-neuron (per-channel) multiplicative modulations of EE Eq. 1,
+  trainable (BatchEnsemble) or frozen (MC dropout), optionally redrawn at every forward.
+* :class:`Tile` — turns a shared batch (B, ...) into the folded (M·B, ...) layout.
+* :class:`ModulatedReadout` — the last-layer-dropout head of EE App. D.4 (Eqs. 64-65).
+
+A :class:`MemberContext` object shared by one ensemble's layers carries the per-call state: the
+number of members, whether the current input is shared by all members (so the first layer can
+compute once and fan out), and, for LLD, whether the mean member is asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import DeepensError
+from .distributions import Distribution
+from .parameterized import scaled_bias, scaled_weight
+
+__all__ = ["MemberContext", "StackedLinear", "StackedConv", "Modulation", "Tile", "ModulatedReadout"]
+
+
+class MemberContext:
+    """Per-call state shared by the member-aware layers of one ensemble (not a module, not saved)."""
+
+    def __init__(self, members: int) -> None:
+        self.members = members
+        self.shared = False  # the current input is one batch shared by all members
+        self.mode = "members"  # "members" or "mean" (LLD single-pass inference, EE Eq. 65)
+
+
+def _same(name: str, values: Sequence) -> object:
+    first = values[0]
+    if any(v != first for v in values[1:]):
+        raise DeepensError(f"modules: every member must have the same {name}, got {list(values)}")
+    return first
+
+
+def _stack(tensors: Sequence[torch.Tensor]) -> nn.Parameter:
+    return nn.Parameter(torch.stack([t.detach() for t in tensors]).clone())
+
+
+class _Stacked(nn.Module):
+    """Common part of the stacked layers: M weight sets stacked on a leading member axis."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def _init_stack(self, layers: Sequence[nn.Module], ctx: MemberContext, entry: bool) -> None:
+        self.ctx = ctx
+        self.entry = entry  # first layer reached by the input: computes a shared batch only once
+        self.weight = _stack([layer.weight for layer in layers])
+        has_bias = _same("bias presence", [layer.bias is not None for layer in layers])
+        self.bias = _stack([layer.bias for layer in layers]) if has_bias else None
+        self.weight_scale = float(_same("weight_scale", [getattr(la, "weight_scale", 1.0) for la in layers]))
+        self.bias_scale = float(_same("bias_scale", [getattr(la, "bias_scale", 1.0) for la in layers]))
+
+    @property
+    def members(self) -> int:
+        return self.weight.shape[0]
+
+    def truncate_members_(self, k: int) -> None:
+        self.weight = nn.Parameter(self.weight.detach()[:k].clone(), self.weight.requires_grad)
+        if self.bias is not None:
+            self.bias = nn.Parameter(self.bias.detach()[:k].clone(), self.bias.requires_grad)
+
+    def member_state(self, index: int) -> dict[str, torch.Tensor]:
+        """Member ``index``'s parameters under the reference layer's names."""
+        state = {"weight": self.weight.detach()[index]}
+        if self.bias is not None:
+            state["bias"] = self.bias.detach()[index]
+        return state
+
+
+class StackedLinear(_Stacked):
+    """M independent dense layers: weight (M, out, in), bias (M, out); one batched matmul.
+
+    Input (M·B, ..., in) folded, or (B, ..., in) shared when this is the entry layer and the input is
+    shared — then one GEMM against all members' weights at once, without copying the input M times.
+    """
+
+    def __init__(self, layers: Sequence[nn.Linear], ctx: MemberContext, entry: bool = False) -> None:
+        super().__init__()
+        self._init_stack(layers, ctx, entry)
+        self.in_features = self.weight.shape[2]
+        self.out_features = self.weight.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight if self.weight_scale == 1.0 else self.weight * self.weight_scale
+        b = None
+        if self.bias is not None:
+            b = self.bias if self.bias_scale == 1.0 else self.bias * self.bias_scale
+        m, n_out, n_in = w.shape
+        if self.entry and self.ctx.shared:
+            lead = x.shape[:-1]
+            rows = x.reshape(-1, n_in)
+            # (B', in) @ (in, M·out) -> (B', M, out) -> (M, B', out)
+            y = (rows @ w.permute(2, 0, 1).reshape(n_in, m * n_out)).view(-1, m, n_out).transpose(0, 1)
+            if b is not None:
+                y = y + b.unsqueeze(1)
+            return y.reshape((m * lead[0],) + tuple(lead[1:]) + (n_out,))
+        rows = x.reshape(m, -1, n_in)
+        wt = w.transpose(1, 2)
+        y = torch.baddbmm(b.unsqueeze(1), rows, wt) if b is not None else torch.bmm(rows, wt)
+        return y.reshape(x.shape[:-1] + (n_out,))
+
+    def extra_repr(self) -> str:
+        return f"members={self.members}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+_CONV = {1: F.conv1d, 2: F.conv2d}
+
+
+class StackedConv(_Stacked):
+    """M independent 1-D or 2-D convolutions as one grouped convolution (groups = M · groups)."""
+
+    def __init__(self, layers: Sequence[nn.Conv1d | nn.Conv2d], ctx: MemberContext, entry: bool = False):
+        super().__init__()
+        first = layers[0]
+        if first.padding_mode != "zeros":
+            raise DeepensError(
+                f"net: only zero-padded convolutions are supported, got padding_mode={first.padding_mode!r}"
+            )
+        self._init_stack(layers, ctx, entry)
+        self.dims = first.weight.dim() - 2
+        self.stride = first.stride
+        self.padding = first.padding
+        self.dilation = first.dilation
+        self.groups = first.groups
+        self.in_channels = first.in_channels
+        self.out_channels = first.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = _CONV[self.dims]
+        w = self.weight if self.weight_scale == 1.0 else self.weight * self.weight_scale
+        m, c_out = w.shape[:2]
+        w = w.reshape((m * c_out,) + tuple(w.shape[2:]))
+        b = None
+        if self.bias is not None:
+            b = (self.bias if self.bias_scale == 1.0 else self.bias * self.bias_scale).reshape(m * c_out)
+        c_in = x.shape[1]
+        spatial = tuple(x.shape[2:])
+        if self.entry and self.ctx.shared:
+            batch = x.shape[0]
+            if self.groups == 1:
+                y = conv(x, w, b, self.stride, self.padding, self.dilation, 1)
+            else:
+                xs = x.repeat((1, m) + (1,) * self.dims)
+                y = conv(xs, w, b, self.stride, self.padding, self.dilation, m * self.groups)
+        else:
+            batch = x.shape[0] // m
+            xs = x.reshape((m, batch, c_in) + spatial).transpose(0, 1).reshape((batch, m * c_in) + spatial)
+            y = conv(xs, w, b, self.stride, self.padding, self.dilation, m * self.groups)
+        out_spatial = tuple(y.shape[2:])
+        y = y.reshape((batch, m, c_out) + out_spatial).transpose(0, 1)
+        return y.reshape((m * batch, c_out) + out_spatial)
+
+    def extra_repr(self) -> str:
+        return (
+            f"members={self.members}, {self.in_channels}, {self.out_channels}, kernel_size="
+            f"{tuple(self.weight.shape[3:])}, stride={self.stride}, padding={self.padding}, groups={self.groups}"
+        )
+
+
+class Modulation(nn.Module):
+    """Per-member, per-feature multiplicative modulation x ↦ u_α ⊙ x (EE Eq. 1).
+
+    ``values`` has shape (M, C); ``feature_dim`` is 1 for channels of a convolution (one value per
+    channel, shared by all positions) or -1 for dense features. Trainable values are parameters
+    (individual parameters of a BatchEnsemble); frozen values are buffers and receive no gradient.
+    With ``resample=True`` the values are redrawn from ``distribution`` at every forward (classic MC
+    dropout), from a generator seeded by (``seed``, number of draws so far) so runs are reproducible
+    and resumable from the saved ``draws`` counter.
+    """
+
+    def __init__(
+        self,
+        values: torch.Tensor,
+        *,
+        feature_dim: int,
+        trainable: bool,
+        distribution: Distribution | None = None,
+        resample: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if values.dim() != 2:
+            raise DeepensError(f"values: expected shape (members, features), got {tuple(values.shape)}")
+        if resample and trainable:
+            raise DeepensError("resample: modulations redrawn at every forward cannot be trainable")
+        if resample and distribution is None:
+            raise DeepensError("resample: needs the distribution to redraw from")
+        if feature_dim not in (1, -1):
+            raise DeepensError(f"feature_dim: expected 1 (channels) or -1 (features), got {feature_dim}")
+        if trainable:
+            self.values = nn.Parameter(values.clone())
+        else:
+            self.register_buffer("values", values.clone())
+        self.feature_dim = feature_dim
+        self.trainable = trainable
+        self.distribution = distribution
+        self.resample = resample
+        self.seed = int(seed)
+        if resample:
+            self.register_buffer("draws", torch.zeros((), dtype=torch.long))
+
+    @property
+    def members(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def features(self) -> int:
+        return self.values.shape[1]
+
+    def truncate_members_(self, k: int) -> None:
+        if self.trainable:
+            self.values = nn.Parameter(self.values.detach()[:k].clone())
+        else:
+            self.values = self.values[:k].clone()
+
+    @torch.no_grad()
+    def redraw(self) -> None:
+        """Draw fresh values from the distribution (deterministic given seed and the draw counter)."""
+        assert self.distribution is not None
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + int(self.draws)) % (2**63 - 1))
+        fresh = self.distribution.sample(tuple(self.values.shape), generator=gen, dtype=self.values.dtype)
+        self.values.copy_(fresh.to(self.values.device))
+        self.draws += 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resample:
+            self.redraw()
+        u = self.values
+        m, c = u.shape
+        if self.feature_dim == -1:
+            y = x.reshape(m, -1, c) * u.unsqueeze(1)
+        else:
+            rest = math.prod(x.shape[2:])
+            y = x.reshape(m, -1, c, rest) * u[:, None, :, None]
+        return y.reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        spec = self.distribution.spec if self.distribution is not None else "given"
+        return (
+            f"members={self.members}, features={self.features}, distribution={spec}, "
+            f"trainable={self.trainable}, resample={self.resample}"
+        )
+
+
+class Tile(nn.Module):
+    """Shared batch (B, ...) → folded (M·B, ...) by repetition; a no-op for per-member input."""
+
+    def __init__(self, ctx: MemberContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.ctx.shared:
+            return x
+        m = self.ctx.members
+        return x.unsqueeze(0).expand((m,) + tuple(x.shape)).reshape((m * x.shape[0],) + tuple(x.shape[1:]))
+
+
+class ModulatedReadout(nn.Module):
+    """Last-layer-dropout readout (EE App. D.4).
+
+    Members: f_α(x) = Σ_i φ_i(x) u_αi c_i + b (EE Eq. 64), with frozen u (M, N). The shared features
+    φ are computed once; all members' heads cost one GEMM of B × N × M·C. Mean member (``ctx.mode ==
+    "mean"``): f_ens(x) = Σ_i φ_i(x) ū_i c_i + b with ū = mean_α u_α (EE Eq. 65), a single pass.
+    """
+
+    def __init__(self, readout: nn.Linear, values: torch.Tensor, ctx: MemberContext) -> None:
+        super().__init__()
+        if values.dim() != 2 or values.shape[1] != readout.in_features:
+            raise DeepensError(
+                f"values: expected shape (members, {readout.in_features}), got {tuple(values.shape)}"
+            )
+        self.readout = readout
+        self.register_buffer("values", values.clone())
+        self.ctx = ctx
+
+    @property
+    def members(self) -> int:
+        return self.values.shape[0]
+
+    def truncate_members_(self, k: int) -> None:
+        self.values = self.values[:k].clone()
+
+    def forward(self, phi: torch.Tensor) -> torch.Tensor:
+        w = scaled_weight(self.readout)  # (C, N)
+        b = scaled_bias(self.readout)
+        u = self.values.to(phi.dtype)
+        m, n = u.shape
+        c = w.shape[0]
+        if self.ctx.mode == "mean":
+            return F.linear(phi * u.mean(0), w, b)
+        if self.ctx.shared:
+            lead = phi.shape[:-1]
+            rows = phi.reshape(-1, n)
+            # per-member heads W_α = diag(u_α) Wᵀ stacked side by side: (N, M·C)
+            heads = (u.unsqueeze(2) * w.t().unsqueeze(0)).permute(1, 0, 2).reshape(n, m * c)
+            y = (rows @ heads).view(-1, m, c).transpose(0, 1)
+            if b is not None:
+                y = y + b
+            return y.reshape((m * lead[0],) + tuple(lead[1:]) + (c,))
+        rows = phi.reshape(m, -1, n) * u.unsqueeze(1)
+        y = rows @ w.t()
+        if b is not None:
+            y = y + b
+        return y.reshape(phi.shape[:-1] + (c,))

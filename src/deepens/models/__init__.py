@@ -1,0 +1,6 @@
+"""Reference networks: plain ``nn.Module``s that every ensemble kind can be built from."""
+
+from .convnet import ConvNet
+from .mlp import MLP
+
+__all__ = ["MLP", "ConvNet"]

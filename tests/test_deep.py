@@ -1,0 +1,112 @@
+"""DeepEnsemble equals M separately built modules: outputs and gradients (float64)."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import deepens as d
+
+M = 4
+
+
+def build(kind):
+    if kind == "mlp":
+        modules = [d.MLP(6, [9, 7], 3, bias=True, bias_std=0.3).double() for _ in range(M)]
+        x = torch.randn(5, 6, dtype=torch.float64)
+    elif kind == "mlp-ntk":
+        modules = [d.MLP(6, [9, 7], 3, bias=True, parameterization="ntk", bias_std=0.4).double() for _ in range(M)]
+        x = torch.randn(5, 6, dtype=torch.float64)
+    else:
+        modules = [d.ConvNet(2, 5, width=0.125).double() for _ in range(M)]
+        x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    return modules, x
+
+
+@pytest.mark.parametrize("kind", ["mlp", "mlp-ntk", "conv"])
+@pytest.mark.parametrize("per_member", [False, True])
+def test_outputs_and_gradients_equal_separate_modules(kind, per_member):
+    modules, x = build(kind)
+    ens = d.DeepEnsemble.from_modules(copy.deepcopy(modules))
+    if per_member:
+        x = torch.stack([x + 0.1 * i for i in range(M)])
+    out = ens(x)
+    ref = torch.stack([m(x[i] if per_member else x) for i, m in enumerate(modules)])
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-10, rtol=0)
+
+    weights = torch.randn_like(ref)
+    (out * weights).sum().backward()
+    (ref * weights).sum().backward()
+    checked = 0
+    for name, p in ens.named_parameters():
+        target = name.removeprefix("net.")
+        for i, module in enumerate(modules):
+            q = module.get_parameter(target)
+            assert torch.allclose(p.grad[i], q.grad, atol=1e-10, rtol=0), (name, i)
+            checked += 1
+    assert checked == M * len(list(modules[0].parameters()))
+
+
+def test_members_are_independent_and_reproducible():
+    net = d.MLP(20, [300], 2)
+    state = torch.random.get_rng_state()
+    a = d.DeepEnsemble(net, 3, seed=11)
+    assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+    b = d.DeepEnsemble(net, 3, seed=11)
+    c = d.DeepEnsemble(net, 3, seed=12)
+    wa, wb, wc = (e.net.fc1.weight for e in (a, b, c))
+    assert torch.equal(wa, wb)
+    assert not torch.equal(wa, wc)
+    # each member is a fresh draw of the reference init: std σ/√fan_in = √2/√20, and members differ
+    assert wa.std(dim=(1, 2)).sub(2**0.5 / 20**0.5).abs().max() < 0.01
+    corr = torch.corrcoef(wa.reshape(3, -1))
+    assert (corr - torch.eye(3)).abs().max() < 0.05
+
+
+def test_factory_and_member_export():
+    ens = d.DeepEnsemble(lambda: d.MLP(4, [5], 2), 3, seed=0)
+    x = torch.randn(7, 4)
+    out = ens(x)
+    for i in range(3):
+        member = ens.member(i)
+        assert isinstance(member, d.MLP)
+        assert torch.allclose(member(x), out[i], atol=1e-6)
+
+
+def test_first_k_members():
+    ens = d.DeepEnsemble(d.MLP(4, [5], 2), 5, seed=0)
+    x = torch.randn(3, 4)
+    sub = ens.first(2)
+    assert sub.members == 2 and ens.members == 5
+    assert torch.allclose(sub(x), ens(x)[:2], atol=1e-6)
+    assert sub.net.fc1.weight.shape == (2, 5, 4)
+
+
+def test_custom_forward_with_functional_ops():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3, padding=1)
+            self.fc = nn.Linear(3 * 4 * 4, 2)
+
+        def forward(self, x):
+            x = torch.relu(self.conv(x))
+            x = nn.functional.max_pool2d(x, 2)
+            return self.fc(torch.flatten(x, 1))
+
+    modules = [Net().double() for _ in range(3)]
+    ens = d.DeepEnsemble.from_modules(copy.deepcopy(modules))
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    ref = torch.stack([m(x) for m in modules])
+    assert torch.allclose(ens(x), ref, atol=1e-12)
+
+
+def test_parameter_count_is_m_times_single():
+    net = d.ConvNet(3, 10, width=0.25)
+    single = sum(p.numel() for p in net.parameters())
+    ens = d.DeepEnsemble(net, 6, seed=0)
+    assert sum(p.numel() for p in ens.parameters()) == 6 * single
+    assert sum(p.numel() for p in ens.individual_parameters()) == 6 * single
+    assert list(ens.shared_parameters()) == []
