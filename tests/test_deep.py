@@ -41,10 +41,12 @@ def test_outputs_and_gradients_equal_separate_modules(kind, per_member):
     (ref * weights).sum().backward()
     checked = 0
     for name, p in ens.named_parameters():
-        target = name.removeprefix("net.")
+        layer_name, _, param = name.removeprefix("net.").rpartition(".")
+        stacked = ens.net.get_submodule(layer_name)
+        grads = stacked.to_reference(param, p.grad)  # stacked storage layout → nn.Linear/Conv layout
         for i, module in enumerate(modules):
-            q = module.get_parameter(target)
-            assert torch.allclose(p.grad[i], q.grad, atol=1e-10, rtol=0), (name, i)
+            q = module.get_submodule(layer_name).get_parameter(param)
+            assert torch.allclose(grads[i], q.grad, atol=1e-10, rtol=0), (name, i)
             checked += 1
     assert checked == M * len(list(modules[0].parameters()))
 
@@ -56,7 +58,7 @@ def test_members_are_independent_and_reproducible():
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
     b = d.DeepEnsemble(net, 3, seed=11)
     c = d.DeepEnsemble(net, 3, seed=12)
-    wa, wb, wc = (e.net.fc1.weight for e in (a, b, c))
+    wa, wb, wc = (e.net.fc1.to_reference("weight", e.net.fc1.weight) for e in (a, b, c))
     assert torch.equal(wa, wb)
     assert not torch.equal(wa, wc)
     # each member is a fresh draw of the reference init: std σ/√fan_in = √2/√20, and members differ
@@ -81,7 +83,7 @@ def test_first_k_members():
     sub = ens.first(2)
     assert sub.members == 2 and ens.members == 5
     assert torch.allclose(sub(x), ens(x)[:2], atol=1e-6)
-    assert sub.net.fc1.weight.shape == (2, 5, 4)
+    assert sub.net.fc1.weight.shape == (2, 4, 5)  # (members, in, out)
 
 
 def test_custom_forward_with_functional_ops():

@@ -59,3 +59,20 @@ def test_gradients_flow_to_shared_weights_only():
     ens(torch.randn(5, 6)).sum().backward()
     assert ens.net.fc1.weight.grad is not None
     assert not ens.head.values.requires_grad
+
+
+def test_cached_single_pass_follows_weight_updates():
+    net = d.MLP(6, [8], 3).double()
+    ens = d.LastLayerDropout(net, 7, seed=0)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        first = ens.predict_logits_mean(x)
+        assert torch.allclose(first, ens(x).mean(0), atol=1e-12)
+        ens.net.readout.readout.weight.add_(1.0)  # an optimizer step changes the weight in place
+        second = ens.predict_logits_mean(x)
+        assert not torch.allclose(first, second)
+        assert torch.allclose(second, ens(x).mean(0), atol=1e-12)
+    # with gradients the single pass is differentiable
+    out = ens.predict_logits_mean(x).sum()
+    out.backward()
+    assert ens.net.readout.readout.weight.grad is not None

@@ -18,7 +18,7 @@ class LastLayerDropout(Ensemble):
     """LLD ensemble (EE App. D.4): f_α(x) = Σ_i φ_i(x) u_αi c_i + b with frozen masks u_α (Eq. 64).
 
     Everything up to the readout (the features φ) is shared and computed once for all members; the M
-    heads cost one extra GEMM of B × N × M·C in training. ``predict_logits_mean`` is the single pass
+    heads cost one extra GEMM of M·B × N × C in training. ``predict_logits_mean`` is the single pass
     with the averaged mask ū = (1/M) Σ_α u_α (Eq. 65), exactly the mean of the members' outputs.
     ``mask`` defaults to N(0, 1) (centred: the independent regime); ``ShiftedNormal(p)`` moves it
     towards the collective regime. Training uses the per-member losses scaled by γ(M)/M (Eq. 66),

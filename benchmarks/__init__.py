@@ -1,0 +1,1 @@
+"""deepens benchmarks (``make bench``): speed ratios measured within one run."""

@@ -1,0 +1,164 @@
+"""Run the benchmarks and record them: ``make bench`` (or ``python -m benchmarks.run [--device cuda]``).
+
+Writes ``docs/benchmarks.json`` (every number) and the generated section of ``docs/benchmarks.md``
+(between the ``BEGIN GENERATED`` / ``END GENERATED`` markers; the prose around it is kept). Ratios
+are measured within one run; targets are checked and reported, never asserted in unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import deepens
+from deepens.io import atomic_write_text
+
+from . import bench_ensembles
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+BEGIN = "<!-- BEGIN GENERATED (benchmarks/run.py) -->"
+END = "<!-- END GENERATED -->"
+
+
+def _environment(device: str) -> dict:
+    env = {
+        "date": time.strftime("%Y-%m-%d"),
+        "deepens": deepens.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def _check(value: float, target: float, kind: str) -> str:
+    ok = value >= target if kind == ">=" else value <= target
+    return f"{'met' if ok else 'NOT met'} ({kind} {target:g})"
+
+
+def render(results: dict) -> str:
+    env = results["environment"]
+    lines = [
+        f"Measured {env['date']} with deepens {env['deepens']}, torch {env['torch']}, Python {env['python']}, "
+        f"device `{env['device']}`{' (' + env['gpu'] + ')' if 'gpu' in env else ''}, "
+        f"{env['cpu_threads']} CPU threads.",
+        "",
+    ]
+    deep = results.get("deep_train_step")
+    if deep:
+        ms = deep["ms"]
+        lines += [
+            f"### {deep['name']}",
+            "",
+            "| implementation | ms / step | deepens speed-up |",
+            "| --- | ---: | ---: |",
+        ]
+        for name in ("loop", "torch.func", "vectorize", "deepens"):
+            lines.append(f"| {name} | {ms[name]:.3f} | {ms[name] / ms['deepens']:.2f}× |")
+        lines += [
+            "",
+            f"- vs the Python loop: **{deep['speedup_vs_loop']:.2f}×**, target "
+            f"{_check(deep['speedup_vs_loop'], 2.0, '>=')}",
+            f"- vs torch.func `stack_module_state` + `vmap`: **{deep['speedup_vs_torch_func']:.2f}×**, target "
+            f"{_check(deep['speedup_vs_torch_func'], 1.2, '>=')}",
+            "",
+        ]
+    lld = results.get("lld_overhead")
+    if lld:
+        lines += [
+            f"### {lld['name']}",
+            "",
+            "| network | single train (ms) | LLD train (ms) | train ratio | single infer (ms) | LLD infer (ms) | "
+            "infer ratio |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key, label in (("convnet", "ConvNet 3×32×32 → 100, batch 64"), ("mlp", "MLP 3072-512-512-100, batch 128")):
+            r = lld[key]
+            lines.append(
+                f"| {label} | {r['train_ms']['single']:.1f} | {r['train_ms']['lld']:.1f} | {r['train_ratio']:.3f} | "
+                f"{r['infer_ms']['single']:.2f} | {r['infer_ms']['lld']:.2f} | {r['infer_ratio']:.3f} |"
+            )
+        lines += [
+            "",
+            f"- ConvNet train ratio {lld['convnet']['train_ratio']:.3f}: target "
+            f"{_check(lld['convnet']['train_ratio'], 1.10, '<=')}",
+            f"- ConvNet inference ratio {lld['convnet']['infer_ratio']:.3f}: target "
+            f"{_check(lld['convnet']['infer_ratio'], 1.05, '<=')}",
+            f"- MLP inference ratio {lld['mlp']['infer_ratio']:.3f}: target "
+            f"{_check(lld['mlp']['infer_ratio'], 1.05, '<=')}; MLP train ratio {lld['mlp']['train_ratio']:.2f} "
+            "(reported: the M·B×N×C heads are a large share of an MLP's work)",
+            "",
+        ]
+    mem = results.get("batch_memory")
+    if mem:
+        rows = mem["rows"]
+        lines += [
+            f"### {mem['name']}",
+            "",
+            "| model | parameters | × single | parameter MiB | peak extra MiB during one train step |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for key, label in (("single", "single ConvNet"), ("batch", "BatchEnsemble"), ("deep", "DeepEnsemble")):
+            r = rows[key]
+            lines.append(
+                f"| {label} | {r['params']:,} | {r['params'] / rows['single']['params']:.3f} | "
+                f"{r['param_mib']:.1f} | {r['step_peak_mib']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_docs(results: dict) -> None:
+    DOCS.mkdir(exist_ok=True)
+    atomic_write_text(DOCS / "benchmarks.json", json.dumps(results, indent=2) + "\n")
+    path = DOCS / "benchmarks.md"
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    atomic_write_text(path, f"{head}{BEGIN}\n{render(results)}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,memory")
+    parser.add_argument("--no-write", action="store_true", help="print results without updating docs/")
+    args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    results: dict = {"environment": _environment(args.device)}
+    if not only or "deep" in only:
+        print("DeepEnsemble train step ...", flush=True)
+        results["deep_train_step"] = bench_ensembles.deep_train_step(args.device)
+    if not only or "lld" in only:
+        print("LastLayerDropout overhead ...", flush=True)
+        results["lld_overhead"] = bench_ensembles.lld_overhead(args.device)
+    if (not only or "memory" in only) and args.device == "cpu":
+        print("BatchEnsemble memory ...", flush=True)
+        results["batch_memory"] = bench_ensembles.batch_memory()
+    print(render(results))
+    if not args.no_write:
+        if args.device != "cpu":
+            out = DOCS / f"benchmarks-{args.device.replace(':', '')}.json"
+            atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+            print(f"wrote {out}")
+        else:
+            write_docs(results)
+            print(f"wrote {DOCS / 'benchmarks.md'} and {DOCS / 'benchmarks.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
