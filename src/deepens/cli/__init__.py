@@ -1,0 +1,1 @@
+"""Command-line interface (``deepens ...``); nothing in the library imports it."""

@@ -1,0 +1,187 @@
+"""``deepens train`` and ``deepens evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import DeepensError
+from ..runs.rundir import RunDir
+from ..training.config import ENSEMBLES, MODELS, SCHEDULES, TrainConfig
+from ..training.trainer import Trainer, evaluate_run
+from .common import print_json, print_table, split_ints
+
+S = argparse.SUPPRESS
+
+# (flags, config field, argparse keyword arguments)
+OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
+    (("--dataset",), "dataset", dict(help="digits | mnist1d | cifar10 | cifar100 | gaussians (default digits)")),
+    (("--data-dir",), "data_dir", dict(help="directory with the official CIFAR python files (no download)")),
+    (("--num-samples",), "num_samples", dict(type=int, help="size of mnist1d (5000) / gaussians (2000)")),
+    (("--val",), "val", dict(type=float, help="validation split held out from train: fraction, or a count >= 1 "
+                                               "(default 0.1)")),
+    (("--flatten",), "flatten", dict(action=argparse.BooleanOptionalAction, help="images as vectors "
+                                                                                   "(default: for an MLP)")),
+    (("--model",), "model", dict(choices=MODELS, help="reference network (default mlp)")),
+    (("--widths",), "widths", dict(help="MLP hidden widths, e.g. 128,128 (default)")),
+    (("--width",), "width", dict(type=float, help="width multiplier of MLP widths / ConvNet channels (default 1)")),
+    (("--activation",), "activation", dict(help="relu (default), erf, tanh, gelu, sigmoid, ...")),
+    (("--bias",), "bias", dict(action=argparse.BooleanOptionalAction, help="biases in the MLP (default off)")),
+    (("--parameterization",), "parameterization", dict(choices=("standard", "ntk"))),
+    (("--ensemble",), "ensemble", dict(choices=ENSEMBLES, help="ensemble kind (default deep)")),
+    (("--members", "-M"), "members", dict(type=int, help="number of members M (default 8)")),
+    (("--modulation",), "modulation", dict(help="one distribution for every modulation (shifted-normal:0.3, "
+                                                 "normal:0,1, bernoulli:0.9, ternary:0.25,0.5,0.25, sign, "
+                                                 "constant:1) or one per kind: u=DIST,v=DIST")),
+    (("--layers",), "layers", dict(help="hidden layers carrying modulations, e.g. -1 for the last (default all)")),
+    (("--frozen",), "trainable", dict(action="store_false", help="freeze the BatchEnsemble modulations")),
+    (("--resample",), "resample", dict(action="store_true", help="MC dropout: new masks at every forward")),
+    (("--modulate-input",), "modulate_input", dict(action="store_true", help="modulate the first layer's input")),
+    (("--modulate-output",), "modulate_output", dict(action="store_true", help="modulate the readout's output")),
+    (("--epochs",), "epochs", dict(type=int, help="default 40")),
+    (("--batch-size",), "batch_size", dict(type=int, help="default 128")),
+    (("--batches",), "batches", dict(choices=("shared", "independent"),
+                                     help="one batch for all members (default) or one per member")),
+    (("--optimizer",), "optimizer", dict(choices=("sgd", "adam"))),
+    (("--lr",), "lr", dict(type=float, help="learning rate of shared parameters η_w (default 0.05)")),
+    (("--lr-individual",), "lr_individual", dict(type=float, help="learning rate of individual parameters η_u "
+                                                                   "(default: --lr)")),
+    (("--momentum",), "momentum", dict(type=float, help="SGD momentum (default 0.9)")),
+    (("--nesterov",), "nesterov", dict(action="store_true")),
+    (("--weight-decay",), "weight_decay", dict(type=float, help="L2 of shared parameters (default 0)")),
+    (("--weight-decay-individual",), "weight_decay_individual", dict(type=float)),
+    (("--gamma",), "gamma", dict(help="gradient scaling γ(M) of EE Eq. 4: 1, M (default) or a number")),
+    (("--schedule",), "schedule", dict(choices=SCHEDULES, help="lr schedule (default constant; ee = constant "
+                                                               "then linear decay to --final-lr)")),
+    (("--step-size",), "step_size", dict(type=int)),
+    (("--step-factor",), "step_factor", dict(type=float)),
+    (("--decay-start",), "decay_start", dict(type=float, help="ee schedule: fraction before the decay (0.5)")),
+    (("--final-lr",), "final_lr", dict(type=float, help="ee / cosine schedule: final lr (1e-4)")),
+    (("--loss",), "loss", dict(choices=("ce", "mse"))),
+    (("--seed",), "seed", dict(type=int, help="every random choice derives from it (default 0)")),
+    (("--device",), "device", dict(help="cpu (default), cuda or auto")),
+    (("--eval-every",), "eval_every", dict(type=int, help="epochs between validation evaluations (1)")),
+    (("--checkpoint-seconds",), "checkpoint_seconds", dict(type=float, help="checkpoint at an epoch's end once "
+                                                                            "this long since the last (30; 0: every "
+                                                                            "epoch)")),
+]
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train an ensemble into a run directory",
+        description="Train a deep ensemble, BatchEnsemble, MC-dropout or LLD ensemble (EE Eqs. 2-4) and write "
+        "a run directory (config, metrics, logits, weights, checkpoints).",
+    )
+    for flags, dest, kwargs in OPTIONS:
+        p.add_argument(*flags, dest=dest, default=S, **kwargs)
+    p.add_argument("--config", type=Path, help="JSON file of options (e.g. a run's config.json); flags override it")
+    p.add_argument("--out", type=Path, required=True, help="run directory to write")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def _load_config_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise DeepensError(f"config: cannot read {path} ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise DeepensError(f"config: {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DeepensError(f"config: {path} must hold a JSON object")
+    return data.get("train", data)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    options: dict = {}
+    if args.config is not None:
+        options.update(_load_config_file(args.config))
+    run = RunDir(args.out)
+    if args.resume and run.exists():
+        stored = run.read_config().get("train", {})
+        options = {**stored, **options}
+    for _, dest, _ in OPTIONS:
+        if hasattr(args, dest):
+            options[dest] = getattr(args, dest)
+    if isinstance(options.get("widths"), str):
+        options["widths"] = split_ints("widths", options["widths"])
+    if isinstance(options.get("layers"), str):
+        options["layers"] = split_ints("layers", options["layers"])
+    val = options.get("val")
+    if isinstance(val, float) and val >= 1 and val.is_integer():
+        options["val"] = int(val)
+    return TrainConfig.from_dict(options)
+
+
+SPLIT_COLUMNS = [
+    ("split", "split", ""),
+    ("accuracy", "accuracy", ".4f"),
+    ("member_accuracy", "member acc", ".4f"),
+    ("gain", "gain", "+.4f"),
+    ("nll", "NLL", ".4f"),
+    ("brier", "Brier", ".4f"),
+    ("ece", "ECE", ".4f"),
+    ("correlation", "correlation", ".3f"),
+    ("disagreement", "disagreement", ".3f"),
+]
+
+
+def summary(metrics: dict) -> dict:
+    keep = [k for k, _, _ in SPLIT_COLUMNS if k != "split"] + ["curve"]
+    out = {name: {k: metrics[name][k] for k in keep if k in metrics[name]}
+           for name in ("train", "val", "test") if name in metrics}
+    for key in ("params", "seconds", "epochs", "members", "ensemble", "gamma", "run"):
+        if key in metrics:
+            out[key] = metrics[key]
+    return out
+
+
+def print_metrics(metrics: dict) -> None:
+    rows = [{"split": name, **metrics[name]} for name in ("train", "val", "test") if name in metrics]
+    print_table(rows, SPLIT_COLUMNS)
+    test = metrics.get("test")
+    if test and "curve" in test:
+        ks = [p["k"] for p in test["curve"]]
+        accs = " ".join(f"{p['accuracy']:.3f}" for p in test["curve"])
+        print(f"test accuracy of the first k members, k = {ks[0]}..{ks[-1]}: {accs}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    result = Trainer(config, args.out, progress=False if args.no_progress or args.json else None).fit(
+        resume=args.resume
+    )
+    metrics = {**result.metrics, "run": str(args.out)}
+    if args.json:
+        print_json(summary(metrics))
+    else:
+        print_metrics(metrics)
+        print(f"run directory: {args.out} ({metrics.get('seconds', 0):.1f} s)")
+    return 0
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a run directory on train / val / test",
+        description="Rebuild a run's ensemble from its config and weights and report accuracy, NLL, Brier, ECE, "
+        "member correlation, disagreement and the ensemble's gain over its mean member on every split.",
+    )
+    p.add_argument("run", type=Path, help="run directory written by deepens train")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    metrics = evaluate_run(args.run, device=args.device)
+    if args.json:
+        print_json(summary(metrics))
+    else:
+        print_metrics(metrics)
+    return 0

@@ -1,0 +1,294 @@
+"""Offline datasets with deterministic train / val / test splits from a seed, standardised.
+
+* ``digits`` — scikit-learn's ``load_digits``: 1797 real 8×8 handwritten digits, 10 classes.
+* ``mnist1d`` — generated locally with the mnist1d package's ``make_dataset`` (never its
+  ``get_dataset``, which downloads): 40-dimensional sequences, 10 classes.
+* ``cifar10`` / ``cifar100`` — from a local directory in the official python-pickle format, read
+  through a restricted unpickler that admits plain data only.
+* ``gaussians`` — a synthetic Gaussian-mixture classification problem.
+
+Every split is a pair of tensors held on the target device, so batching is indexing, never I/O.
+Inputs are standardised with statistics of the training split only (per channel for images, per
+feature for vectors).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DeepensError, check_int, check_real
+from .unpickle import safe_load
+
+__all__ = ["Split", "Dataset", "load_dataset", "DATASETS"]
+
+DATASETS = ("digits", "mnist1d", "cifar10", "cifar100", "gaussians")
+
+
+@dataclass
+class Split:
+    """Inputs ``x`` (N, ...) float32 and integer labels ``y`` (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: str | torch.device) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Dataset:
+    """Train / val / test splits of one dataset, with what a model needs to know about it."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, ...]
+    info: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise DeepensError(f"split: expected train, val or test, got {name!r}")
+        return getattr(self, name)
+
+    def to(self, device: str | torch.device) -> Dataset:
+        return Dataset(
+            self.name, self.train.to(device), self.val.to(device), self.test.to(device),
+            self.num_classes, self.input_shape, dict(self.info),
+        )
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            **self.info,
+        }
+
+
+def _val_count(val: float | int, n_train: int) -> int:
+    if isinstance(val, bool):
+        raise DeepensError(f"val: expected a fraction in [0, 1) or a count, got {val!r}")
+    if isinstance(val, int):
+        count = check_int("val", val, minimum=0)
+    else:
+        frac = check_real("val", val, low=0.0, high=1.0, high_open=True)
+        count = int(round(frac * n_train))
+    if count >= n_train:
+        raise DeepensError(f"val: the validation split ({count}) must be smaller than the training data ({n_train})")
+    return count
+
+
+def _split_off(x: np.ndarray, y: np.ndarray, count: int, rng: np.random.Generator):
+    """Hold out ``count`` random samples (stratified by class where possible)."""
+    if count == 0:
+        return (x, y), (x[:0], y[:0])
+    order = rng.permutation(len(y))
+    # stratified: take from each class proportionally by interleaving class-wise permutations
+    classes = np.unique(y)
+    per_class = [order[y[order] == c] for c in classes]
+    ranks = np.empty(len(y), dtype=np.float64)
+    for idx in per_class:
+        ranks[idx] = (np.arange(len(idx)) + rng.random(len(idx))) / max(len(idx), 1)
+    held = np.sort(np.argsort(ranks, kind="stable")[:count])
+    keep = np.setdiff1d(np.arange(len(y)), held)
+    return (x[keep], y[keep]), (x[held], y[held])
+
+
+def _standardise(train: np.ndarray, others: list[np.ndarray], image: bool) -> list[np.ndarray]:
+    if image:  # one mean/std per channel over samples and positions
+        axes = (0,) + tuple(range(2, train.ndim))
+        mean = train.mean(axis=axes, keepdims=True)
+        std = train.std(axis=axes, keepdims=True)
+    else:
+        mean = train.mean(axis=0, keepdims=True)
+        std = train.std(axis=0, keepdims=True)
+    std = np.where(std > 1e-8, std, 1.0)  # constant features (e.g. digit borders) are only centred
+    return [((a - mean) / std).astype(np.float32) for a in [train, *others]]
+
+
+def _finish(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    num_classes: int,
+    val: float | int,
+    seed: int,
+    image: bool,
+    info: dict,
+) -> Dataset:
+    rng = np.random.default_rng(seed)
+    count = _val_count(val, len(y_train))
+    (x_tr, y_tr), (x_va, y_va) = _split_off(x_train, y_train, count, rng)
+    x_tr, x_va, x_te = _standardise(
+        x_tr.astype(np.float64), [x_va.astype(np.float64), x_test.astype(np.float64)], image
+    )
+
+    def split(x, y):
+        return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
+
+    return Dataset(
+        name,
+        split(x_tr, y_tr),
+        split(x_va, y_va),
+        split(x_te, y_test),
+        num_classes,
+        tuple(x_tr.shape[1:]),
+        info,
+    )
+
+
+def _digits(seed: int, val, flatten: bool, test_fraction: float) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = data.images.astype(np.float64)  # (1797, 8, 8), values 0..16
+    y = data.target.astype(np.int64)
+    rng = np.random.default_rng(seed + 1_000_003)
+    n_test = int(round(check_real("test_fraction", test_fraction, low=0.0, high=1.0, low_open=True,
+                                  high_open=True) * len(y)))
+    (x_train, y_train), (x_test, y_test) = _split_off(x, y, n_test, rng)
+    x_train = x_train.reshape(len(x_train), -1) if flatten else x_train[:, None]
+    x_test = x_test.reshape(len(x_test), -1) if flatten else x_test[:, None]
+    return _finish(
+        "digits", x_train, y_train, x_test, y_test, num_classes=10, val=val, seed=seed, image=not flatten,
+        info={"source": "sklearn.datasets.load_digits", "test_fraction": test_fraction},
+    )
+
+
+def _mnist1d(seed: int, val, num_samples: int) -> Dataset:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    num_samples = check_int("num_samples", num_samples, minimum=20)
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    # make_dataset seeds numpy's and Python's global RNGs; keep the caller's streams untouched
+    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002 - restoring, not drawing
+    try:
+        data = make_dataset(args)  # generated locally; get_dataset would download
+    finally:
+        np.random.set_state(np_state)  # noqa: NPY002
+        random.setstate(py_state)
+    return _finish(
+        "mnist1d", data["x"], data["y"], data["x_test"], data["y_test"], num_classes=10, val=val, seed=seed,
+        image=False, info={"source": "mnist1d.data.make_dataset", "num_samples": num_samples,
+                           "generator_seed": args.seed},
+    )
+
+
+def _find_cifar(data_dir: str | None, folder: str, name: str) -> Path:
+    if not data_dir:
+        raise DeepensError(f"data_dir: {name} is read from a local directory; pass --data-dir DIR (no download)")
+    root = Path(data_dir).expanduser()
+    for candidate in (root / folder, root):
+        if candidate.is_dir() and any(candidate.iterdir()):
+            if (candidate / ("test_batch" if name == "cifar10" else "test")).exists():
+                return candidate
+    raise DeepensError(
+        f"data_dir: no {name} files found in {root} (expected the official python version: {folder}/ with "
+        f"{'data_batch_1..5 and test_batch' if name == 'cifar10' else 'train and test'})"
+    )
+
+
+def _read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    batch = safe_load(path)
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        raise DeepensError(f"{path}: expected a dict with b'data' and {label_key!r}")
+    x = np.asarray(batch[b"data"])
+    y = np.asarray(batch[label_key], dtype=np.int64)
+    if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
+        raise DeepensError(f"{path}: expected data of shape (N, 3072) and N labels, got {x.shape} and {y.shape}")
+    return x.reshape(-1, 3, 32, 32), y
+
+
+def _cifar(name: str, data_dir: str | None, seed: int, val, flatten: bool) -> Dataset:
+    if name == "cifar10":
+        root = _find_cifar(data_dir, "cifar-10-batches-py", name)
+        files = sorted(root.glob("data_batch_*"))
+        if not files:
+            raise DeepensError(f"data_dir: no data_batch_* files in {root}")
+        parts = [_read_batch(f, b"labels") for f in files]
+        x_train = np.concatenate([p[0] for p in parts])
+        y_train = np.concatenate([p[1] for p in parts])
+        x_test, y_test = _read_batch(root / "test_batch", b"labels")
+        classes = 10
+    else:
+        root = _find_cifar(data_dir, "cifar-100-python", name)
+        x_train, y_train = _read_batch(root / "train", b"fine_labels")
+        x_test, y_test = _read_batch(root / "test", b"fine_labels")
+        classes = 100
+    if flatten:
+        x_train = x_train.reshape(len(x_train), -1)
+        x_test = x_test.reshape(len(x_test), -1)
+    x_train = x_train.astype(np.float64) / 255.0
+    x_test = x_test.astype(np.float64) / 255.0
+    return _finish(
+        name, x_train, y_train, x_test, y_test, num_classes=classes, val=val, seed=seed, image=not flatten,
+        info={"source": str(root)},
+    )
+
+
+def _gaussians(seed: int, val, dim: int, classes: int, num_samples: int, separation: float) -> Dataset:
+    dim = check_int("dim", dim, minimum=1)
+    classes = check_int("classes", classes, minimum=2)
+    num_samples = check_int("num_samples", num_samples, minimum=classes * 4)
+    separation = check_real("separation", separation, low=0.0, low_open=True)
+    rng = np.random.default_rng(seed + 7)
+    means = rng.normal(0.0, separation / np.sqrt(2.0), size=(classes, dim))  # mean pairwise distance ≈ sep·√dim
+    y = rng.integers(0, classes, size=num_samples)
+    x = means[y] + rng.normal(size=(num_samples, dim))
+    n_test = num_samples // 5
+    return _finish(
+        "gaussians", x[n_test:], y[n_test:], x[:n_test], y[:n_test], num_classes=classes, val=val, seed=seed,
+        image=False, info={"dim": dim, "separation": separation, "num_samples": num_samples},
+    )
+
+
+def load_dataset(
+    name: str,
+    *,
+    seed: int = 0,
+    val: float | int = 0.1,
+    flatten: bool = False,
+    data_dir: str | None = None,
+    num_samples: int | None = None,
+    dim: int = 16,
+    classes: int = 4,
+    separation: float = 1.0,
+    test_fraction: float = 0.2,
+    device: str | torch.device = "cpu",
+) -> Dataset:
+    """Load a dataset with deterministic train / val / test splits (see the module docstring).
+
+    ``val`` is the validation split held out from the training data: a fraction or a count (the EE
+    paper holds out 10 000 of CIFAR's 50 000). ``flatten`` returns images as vectors. ``num_samples``
+    sets the size of ``mnist1d`` (default 5000) and ``gaussians`` (default 2000); ``dim``,
+    ``classes`` and ``separation`` shape ``gaussians``; ``test_fraction`` is digits' test share.
+    """
+    seed = check_int("seed", seed)
+    if name == "digits":
+        data = _digits(seed, val, flatten, test_fraction)
+    elif name == "mnist1d":
+        data = _mnist1d(seed, val, 5000 if num_samples is None else num_samples)
+    elif name in ("cifar10", "cifar100"):
+        data = _cifar(name, data_dir, seed, val, flatten)
+    elif name == "gaussians":
+        data = _gaussians(seed, val, dim, classes, 2000 if num_samples is None else num_samples, separation)
+    else:
+        raise DeepensError(f"dataset: expected one of {', '.join(DATASETS)}; got {name!r}")
+    return data.to(device)

@@ -1,0 +1,196 @@
+"""The training configuration: a plain dataclass that serialises to a run's ``config.json``.
+
+Every option of ``deepens train`` is a field here (the CLI builds this object); ``validate()`` raises
+a :class:`DeepensError` naming the option and what it expects.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..data.datasets import DATASETS
+from ..errors import DeepensError, check_choice, check_int, check_real
+from ..layers.distributions import Distribution, parse_distribution
+
+__all__ = ["TrainConfig", "parse_modulation", "parse_gamma", "ENSEMBLES", "MODELS", "SCHEDULES"]
+
+ENSEMBLES = ("deep", "batch", "mc-dropout", "lld", "vectorized")
+MODELS = ("mlp", "convnet")
+SCHEDULES = ("constant", "step", "cosine", "ee")
+OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("ce", "mse")
+
+_KIND_SPLIT = re.compile(r",\s*(?=[A-Za-z_]+\s*=)")
+
+
+def parse_modulation(spec: str | None) -> dict[str, Distribution | None] | Distribution | None:
+    """``"shifted-normal:0.3"`` (one distribution for every modulation) or ``"u=normal:0,1,v=constant:1"``
+    (one per kind; a kind not named is absent; ``none`` marks a kind absent explicitly)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, str) or not spec.strip():
+        raise DeepensError(f"modulation: expected a distribution spec such as 'shifted-normal:0.3', got {spec!r}")
+    if "=" not in spec:
+        return parse_distribution(spec)
+    out: dict[str, Distribution | None] = {}
+    for part in _KIND_SPLIT.split(spec.strip()):
+        kind, _, dist = part.partition("=")
+        kind = kind.strip().lower()
+        if kind not in ("u", "v"):
+            raise DeepensError(f"modulation {spec!r}: unknown kind {kind!r}; expected u (post-activation) or v (pre)")
+        if kind in out:
+            raise DeepensError(f"modulation {spec!r}: kind {kind!r} given twice")
+        out[kind] = None if dist.strip().lower() == "none" else parse_distribution(dist)
+    return out
+
+
+def parse_gamma(gamma: Any) -> str | float | Callable[[int], float]:
+    """γ(M) of EE Eq. (4): ``"1"``, ``"M"``, a positive number, or a callable M ↦ γ."""
+    if callable(gamma):
+        return gamma
+    if isinstance(gamma, str):
+        text = gamma.strip()
+        if text.upper() == "M":
+            return "M"
+        try:
+            value = float(text)
+        except ValueError:
+            raise DeepensError(f"gamma: expected a number, 1 or M, got {gamma!r}") from None
+    elif isinstance(gamma, (int, float)) and not isinstance(gamma, bool):
+        value = float(gamma)
+    else:
+        raise DeepensError(f"gamma: expected a number, 1 or M, got {gamma!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise DeepensError(f"gamma: expected a positive number, 1 or M, got {gamma!r}")
+    return value
+
+
+@dataclass
+class TrainConfig:
+    """Everything needed to (re-)run one training of one ensemble."""
+
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None
+    num_samples: int | None = None
+    val: float = 0.1
+    flatten: bool | None = None  # None: vectors for an MLP, images for a ConvNet
+    # reference network
+    model: str = "mlp"
+    widths: list[int] = field(default_factory=lambda: [128, 128])
+    width: float = 1.0  # width multiplier (MLP widths and ConvNet channels)
+    activation: str = "relu"
+    bias: bool = False
+    parameterization: str = "standard"
+    # ensemble
+    ensemble: str = "deep"
+    members: int = 8
+    modulation: str | None = None  # default per kind: batch N(0,1) u and v; mc-dropout bernoulli; lld N(0,1)
+    layers: list[int] | None = None  # hidden layers carrying modulations (batch, mc-dropout); None: all
+    trainable: bool = True  # BatchEnsemble modulations trainable (False: frozen)
+    resample: bool = False  # MC dropout: new masks at every forward
+    modulate_input: bool = False
+    modulate_output: bool = False
+    # optimisation (EE Eqs. 2-4)
+    epochs: int = 40
+    batch_size: int = 128
+    batches: str = "shared"  # shared | independent
+    optimizer: str = "sgd"
+    lr: float = 0.05  # η_w, shared parameters
+    lr_individual: float | None = None  # η_u, individual parameters (None: same as lr)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    weight_decay_individual: float = 0.0
+    gamma: Any = "M"  # γ(M): "1", "M", a number (or a callable in the Python API)
+    schedule: str = "constant"
+    step_size: int = 30  # step schedule: epochs between decays
+    step_factor: float = 0.1  # step schedule: multiplier at each decay
+    decay_start: float = 0.5  # ee schedule: fraction of training at constant lr before the linear decay
+    final_lr: float = 1e-4  # ee schedule: lr at the end; cosine: minimum lr
+    loss: str = "ce"
+    # run
+    seed: int = 0
+    device: str = "cpu"
+    eval_every: int = 1
+    eval_batch_size: int = 1024
+    checkpoint_seconds: float = 30.0  # checkpoint at an epoch's end once this long since the last (0: every epoch)
+
+    def validate(self) -> TrainConfig:
+        check_choice("dataset", self.dataset, DATASETS)
+        if self.dataset in ("cifar10", "cifar100") and not self.data_dir:
+            raise DeepensError(f"data_dir: {self.dataset} is read from a local directory; pass --data-dir DIR")
+        check_choice("model", self.model, MODELS)
+        if self.model == "convnet" and self.dataset in ("mnist1d", "gaussians"):
+            raise DeepensError(f"model: convnet needs image data (digits, cifar10, cifar100), not {self.dataset}")
+        if self.model == "convnet" and self.flatten:
+            raise DeepensError("flatten: a convnet takes images; drop --flatten")
+        if not isinstance(self.widths, (list, tuple)) or not self.widths:
+            raise DeepensError(f"widths: expected a list of hidden widths such as 128,128, got {self.widths!r}")
+        self.widths = [check_int("widths", w, minimum=1) for w in self.widths]
+        check_real("width", self.width, low=0.0, low_open=True)
+        check_choice("ensemble", self.ensemble, ENSEMBLES)
+        check_int("members", self.members, minimum=1)
+        parse_modulation(self.modulation)
+        if self.layers is not None:
+            self.layers = [check_int("layers", i) for i in self.layers]
+        check_int("epochs", self.epochs, minimum=0)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_choice("batches", self.batches, ("shared", "independent"))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_real("lr", self.lr, low=0.0, low_open=True)
+        if self.lr_individual is not None:
+            check_real("lr_individual", self.lr_individual, low=0.0)
+        check_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        if self.nesterov and self.momentum == 0:
+            raise DeepensError("nesterov: Nesterov momentum needs momentum > 0")
+        check_real("weight_decay", self.weight_decay, low=0.0)
+        check_real("weight_decay_individual", self.weight_decay_individual, low=0.0)
+        self.gamma = parse_gamma(self.gamma)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_int("step_size", self.step_size, minimum=1)
+        check_real("step_factor", self.step_factor, low=0.0, low_open=True)
+        check_real("decay_start", self.decay_start, low=0.0, high=1.0)
+        check_real("final_lr", self.final_lr, low=0.0)
+        check_choice("loss", self.loss, LOSSES)
+        check_int("seed", self.seed)
+        check_int("eval_every", self.eval_every, minimum=1)
+        check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        check_real("checkpoint_seconds", self.checkpoint_seconds, low=0.0)
+        if isinstance(self.val, bool) or not isinstance(self.val, (int, float)):
+            raise DeepensError(f"val: expected a fraction in [0, 1) or a count, got {self.val!r}")
+        return self
+
+    def gamma_value(self) -> float:
+        """γ(M) for this ensemble's M."""
+        g = parse_gamma(self.gamma)
+        if g == "M":
+            return float(self.members)
+        if callable(g):
+            return float(g(self.members))
+        return float(g)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if callable(self.gamma):
+            data["gamma"] = f"callable:{getattr(self.gamma, '__name__', 'gamma')}"
+        elif isinstance(self.gamma, float) and self.gamma.is_integer():
+            data["gamma"] = str(int(self.gamma))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise DeepensError(f"config: expected a JSON object of training options, got {type(data).__name__}")
+        data = data.get("train", data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DeepensError(f"config: unknown option(s) {', '.join(unknown)}")
+        if isinstance(data.get("gamma"), str) and data["gamma"].startswith("callable:"):
+            raise DeepensError("config: this run used a Python callable for gamma; re-create it in Python")
+        return cls(**data)

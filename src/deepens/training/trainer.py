@@ -1,0 +1,373 @@
+"""Training of every ensemble kind with EE Eqs. (2)-(4), checkpointed, resumable, bitwise reproducible.
+
+Each member α has its loss L_α on its batch (EE Eq. 2). One backward pass of Σ_α L_α gives the
+individual parameters their own gradient ∂L_α/∂u_α (Eq. 3) and the shared parameters Σ_α ∂L_α/∂w,
+which is then multiplied by γ(M)/M (Eq. 4; for LLD this is Eq. 66). Shared and individual parameters
+have their own learning rate and weight decay. With Adam the γ(M)/M factor has almost no effect
+(Adam normalises gradient scales); use SGD to study gradient scaling.
+
+The data order comes from a seeded generator and every random choice from ``config.seed``; model,
+optimizer and RNG states are checkpointed at the end of an epoch (every epoch, or once
+``checkpoint_seconds`` have passed since the last checkpoint, and after the last epoch), so a run
+killed at any moment
+and resumed ends with weights bitwise equal to an uninterrupted run (on the same device). A
+non-finite loss stops training with a :class:`DivergenceError` naming the step and the members; the
+last good checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.datasets import Dataset, Split, load_dataset
+from ..data.loader import Batches
+from ..ensembles.base import Ensemble
+from ..errors import DeepensError
+from ..runs.rundir import RunDir, decode_state, encode_state
+from .build import build_ensemble
+from .config import TrainConfig
+from .losses import member_losses
+from .metrics import classification_metrics
+from .schedules import lr_factor
+
+__all__ = [
+    "Trainer",
+    "DivergenceError",
+    "TrainResult",
+    "training_step",
+    "resolve_device",
+    "predict_logits",
+    "evaluate_run",
+]
+
+
+class DivergenceError(DeepensError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+
+@dataclass
+class TrainResult:
+    metrics: dict
+    history: list[dict]
+    model: Ensemble
+    data: Dataset
+    run_dir: Path | None
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeepensError(f"device: {device} requested but CUDA is not available on this machine")
+        return torch.device(device)
+    raise DeepensError(f"device: expected cpu, cuda or auto, got {device!r}")
+
+
+@torch.no_grad()
+def predict_logits(model: Ensemble, split: Split, batch_size: int = 1024) -> torch.Tensor:
+    """Member outputs on a whole split, (M, N, C), in evaluation mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [model(split.x[i : i + batch_size]) for i in range(0, len(split), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts, dim=1)
+
+
+def load_data(config: TrainConfig, device: torch.device) -> Dataset:
+    flatten = config.model == "mlp" if config.flatten is None else config.flatten
+    return load_dataset(
+        config.dataset,
+        seed=config.seed,
+        val=config.val,
+        flatten=flatten,
+        data_dir=config.data_dir,
+        num_samples=config.num_samples,
+        device=device,
+    )
+
+
+def _optimizer(config: TrainConfig, model: Ensemble) -> torch.optim.Optimizer:
+    shared = [p for _, p in model.named_shared_parameters()]
+    individual = [p for _, p in model.named_individual_parameters()]
+    lr_u = config.lr if config.lr_individual is None else config.lr_individual
+    groups = []
+    if shared:
+        groups.append({"params": shared, "lr": config.lr, "base_lr": config.lr,
+                       "weight_decay": config.weight_decay, "name": "shared"})
+    if individual:
+        groups.append({"params": individual, "lr": lr_u, "base_lr": lr_u,
+                       "weight_decay": config.weight_decay_individual, "name": "individual"})
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    return torch.optim.Adam(groups, lr=config.lr)
+
+
+def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for index, entry in sd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = value
+    for index, entry in meta.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(entry)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def training_step(
+    model: Ensemble,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss: str = "ce",
+    gamma_scale: float = 1.0,
+    shared: list[torch.nn.Parameter] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of EE Eqs. (2)-(4); returns the member losses (M,) and outputs (M, B, C), detached.
+
+    ``x`` is a shared batch (B, ...) with labels (B,), or one batch per member (M, B, ...) with labels
+    (M, B). The shared parameters' summed gradient is multiplied by ``gamma_scale`` = γ(M)/M. Raises
+    :class:`DivergenceError` (before any update) when a member's loss is not finite.
+    """
+    out = model(x, per_member=y.dim() == 2)
+    losses = member_losses(out, y, loss)
+    finite = torch.isfinite(losses)
+    if not bool(finite.all()):
+        bad = ", ".join(map(str, (~finite).nonzero().flatten().tolist()))
+        raise DivergenceError(f"non-finite loss in member(s) {bad}")
+    optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    if gamma_scale != 1.0:
+        params = shared if shared is not None else [p for _, p in model.named_shared_parameters()]
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(gamma_scale)
+    optimizer.step()
+    return losses.detach(), out.detach()
+
+
+class Trainer:
+    """Train one ensemble described by a :class:`TrainConfig`, optionally into a run directory."""
+
+    def __init__(self, config: TrainConfig, out: str | Path | None = None, *, progress: bool | None = None):
+        self.config = config.validate()
+        self.device = resolve_device(config.device)
+        self.run = RunDir(out) if out is not None else None
+        self.progress = progress
+
+    # -- public ------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.config
+        if self.run is not None:
+            self.run.prepare()
+            if self.run.exists() and not resume:
+                raise DeepensError(
+                    f"out: {self.run.path} already holds a run; pass --resume to continue it or choose another --out"
+                )
+            if self.run.exists() and resume:
+                self._check_same_config(TrainConfig.from_dict(self.run.read_config()))
+        data = load_data(cfg, self.device)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(cfg.seed)
+            model = build_ensemble(cfg, data).to(self.device)
+            if self.run is not None and resume and self.run.is_finished():
+                model.load_state_dict(self.run.read_weights())
+                return TrainResult(self.run.read_metrics(), self.run.read_history(), model, data, self.run.path)
+            return self._train(model, data, resume)
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _train(self, model: Ensemble, data: Dataset, resume: bool) -> TrainResult:
+        cfg = self.config
+        opt = _optimizer(cfg, model)
+        shared = [p for _, p in model.named_shared_parameters()]
+        gamma_scale = cfg.gamma_value() / cfg.members
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        batches = Batches(data.train, cfg.batch_size, generator=gen, members=cfg.members, mode=cfg.batches)
+        steps = len(batches)
+        epoch, step, elapsed, history = 0, 0, 0.0, []
+        if self.run is not None:
+            checkpoint = self.run.load_checkpoint() if resume else None
+            if checkpoint is not None:
+                epoch, step, elapsed, history = self._restore(checkpoint, model, opt, gen)
+            else:
+                self.run.write_config(self._config_record(data, model))
+        bar = tqdm(total=cfg.epochs, initial=epoch, desc="train", unit="epoch", disable=self._bar_disabled(),
+                   leave=False)
+        started = time.perf_counter() - elapsed
+        last_checkpoint = time.perf_counter()
+        try:
+            while epoch < cfg.epochs:
+                model.train()
+                loss_sum = torch.zeros(cfg.members, dtype=torch.float64, device=self.device)
+                correct = torch.zeros(cfg.members, dtype=torch.float64, device=self.device)
+                seen = 0
+                for i, (x, y) in enumerate(batches.epoch()):
+                    factor = lr_factor(cfg.schedule, epoch + i / steps, cfg.epochs, lr=cfg.lr,
+                                       step_size=cfg.step_size, step_factor=cfg.step_factor,
+                                       decay_start=cfg.decay_start, final_lr=cfg.final_lr)
+                    for group in opt.param_groups:
+                        group["lr"] = group["base_lr"] * factor
+                    try:
+                        losses, out = training_step(model, opt, x, y, loss=cfg.loss, gamma_scale=gamma_scale,
+                                                    shared=shared)
+                    except DivergenceError as exc:
+                        raise DivergenceError(self._divergence_message(step, epoch, str(exc))) from None
+                    step += 1
+                    b = y.shape[-1]
+                    loss_sum += losses.double() * b
+                    target = y if y.dim() == 2 else y.expand(cfg.members, -1)
+                    correct += (out.argmax(-1) == target).double().sum(dim=1)
+                    seen += b
+                epoch += 1
+                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                    raise DivergenceError(self._divergence_message(step, epoch - 1, "non-finite weights"))
+                row = {
+                    "epoch": epoch,
+                    "step": step,
+                    "lr": opt.param_groups[0]["lr"],
+                    "train_loss": float(loss_sum.sum() / (seen * cfg.members)) if seen else float("nan"),
+                    "train_member_accuracy": float(correct.sum() / (seen * cfg.members)) if seen else float("nan"),
+                    "seconds": time.perf_counter() - started,
+                }
+                if (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) and len(data.val):
+                    val = classification_metrics(predict_logits(model, data.val, cfg.eval_batch_size),
+                                                 data.val.y, curve=False)
+                    row.update({f"val_{k}": val[k] for k in ("accuracy", "nll", "member_accuracy", "correlation")})
+                history.append(row)
+                due = time.perf_counter() - last_checkpoint >= cfg.checkpoint_seconds or epoch == cfg.epochs
+                if self.run is not None and due:
+                    self.run.write_history(history)
+                    self._checkpoint(model, opt, gen, epoch, step, time.perf_counter() - started, history)
+                    last_checkpoint = time.perf_counter()
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('val_accuracy', float('nan')):.3f}")
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - started
+        metrics = self._final_metrics(model, data, seconds, epoch, step)
+        if self.run is not None:
+            logits = {}
+            for name in ("val", "test"):
+                split = data.split(name)
+                if len(split):
+                    logits[f"{name}.logits"] = predict_logits(model, split, cfg.eval_batch_size)
+                    logits[f"{name}.labels"] = split.y
+            self.run.write_logits(logits)
+            self.run.write_weights(model.state_dict())
+            self.run.write_metrics(metrics)
+        return TrainResult(metrics, history, model, data, self.run.path if self.run else None)
+
+    def _final_metrics(self, model: Ensemble, data: Dataset, seconds: float, epoch: int, step: int) -> dict:
+        cfg = self.config
+        out: dict = {}
+        for name in ("train", "val", "test"):
+            split = data.split(name)
+            if len(split):
+                out[name] = classification_metrics(predict_logits(model, split, cfg.eval_batch_size), split.y)
+        out["params"] = {
+            "total": sum(p.numel() for p in model.parameters()),
+            "shared": sum(p.numel() for p in model.shared_parameters()),
+            "individual": sum(p.numel() for p in model.individual_parameters()),
+        }
+        out.update({"seconds": seconds, "epochs": epoch, "steps": step, "members": cfg.members,
+                    "ensemble": cfg.ensemble, "gamma": cfg.gamma_value()})
+        return out
+
+    def _divergence_message(self, step: int, epoch: int, what: str) -> str:
+        where = f"at step {step} (epoch {epoch + 1})"
+        keep = ""
+        if self.run is not None:
+            keep = (f"; the last good checkpoint is kept in {self.run.path}" if self.run.pointer_path.exists()
+                    else "; no checkpoint had been written yet")
+        return f"training diverged {where}: {what} (try a smaller --lr){keep}"
+
+    def _check_same_config(self, stored: TrainConfig) -> None:
+        free = {"device", "eval_batch_size"}  # may change between a run and its resumption
+        mine, theirs = self.config.to_dict(), stored.to_dict()
+        diff = [k for k in mine if k not in free and mine[k] != theirs.get(k)]
+        if diff:
+            details = ", ".join(f"{k} (run: {theirs.get(k)!r}, given: {mine[k]!r})" for k in diff)
+            raise DeepensError(f"resume: the options differ from the run being resumed: {details}")
+
+    def _bar_disabled(self) -> bool | None:
+        return None if self.progress is None else not self.progress
+
+    def _config_record(self, data: Dataset, model: Ensemble) -> dict:
+        import deepens
+
+        return {
+            "train": self.config.to_dict(),
+            "deepens": deepens.__version__,
+            "torch": torch.__version__,
+            "data": data.summary(),
+            "ensemble": {"kind": self.config.ensemble, "class": type(model).__name__,
+                         "members": self.config.members},
+        }
+
+    def _checkpoint(self, model, opt, gen, epoch, step, elapsed, history) -> None:
+        tensors, meta = _optimizer_state(opt)
+        rng = {"torch": encode_state(torch.get_rng_state()), "data": encode_state(gen.get_state())}
+        if self.device.type == "cuda":
+            rng["cuda"] = encode_state(torch.cuda.get_rng_state(self.device))
+        state = {"epoch": epoch, "step": step, "elapsed": elapsed, "optimizer": meta, "rng": rng,
+                 "history": history}
+        self.run.save_checkpoint(epoch, model.state_dict(), tensors, state)
+
+    def _restore(self, checkpoint, model, opt, gen) -> tuple[int, int, float, list[dict]]:
+        model_state, opt_tensors, state = checkpoint
+        try:
+            model.load_state_dict({k: v.to(self.device) for k, v in model_state.items()})
+            _load_optimizer_state(opt, {k: v.to(self.device) for k, v in opt_tensors.items()}, state["optimizer"])
+            torch.set_rng_state(decode_state(state["rng"]["torch"]))
+            gen.set_state(decode_state(state["rng"]["data"]))
+            if "cuda" in state["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(decode_state(state["rng"]["cuda"]), self.device)
+            return int(state["epoch"]), int(state["step"]), float(state["elapsed"]), list(state["history"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise DeepensError(f"checkpoint: {self.run.pointer_path} cannot be restored ({exc})") from None
+
+
+def evaluate_run(path: str | Path, device: str = "cpu", batch_size: int = 1024) -> dict:
+    """Rebuild a finished run's ensemble from its config and weights and evaluate it on every split."""
+    run = RunDir(path)
+    config = TrainConfig.from_dict(run.read_config())
+    config.device = device
+    config.validate()
+    dev = resolve_device(device)
+    data = load_data(config, dev)
+    model = build_ensemble(config, data).to(dev)
+    try:
+        model.load_state_dict({k: v.to(dev) for k, v in run.read_weights().items()})
+    except RuntimeError as exc:
+        raise DeepensError(f"run: {run.weights_path} does not match the run's config ({exc})") from None
+    result = {}
+    for name in ("train", "val", "test"):
+        split = data.split(name)
+        if len(split):
+            result[name] = classification_metrics(predict_logits(model, split, batch_size), split.y)
+    result["run"] = str(run.path)
+    result["config"] = config.to_dict()
+    return result
