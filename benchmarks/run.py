@@ -19,7 +19,7 @@ import torch
 import deepens
 from deepens.io import atomic_write_text
 
-from . import bench_ensembles
+from . import bench_ensembles, bench_training
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -100,6 +100,32 @@ def render(results: dict) -> str:
             "(reported: the M·B×N×C heads are a large share of an MLP's work)",
             "",
         ]
+    acc = results.get("digits_acceptance")
+    if acc:
+        rows = acc["rows"]
+        deep = rows["deep"]
+        lines += [
+            f"### {acc['name']}",
+            "",
+            "| run | command (s) | training (s) | test accuracy | member accuracy | gain | correlation |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key, label in (("deep", "deep ensemble"), ("batch_p0", "BatchEnsemble ShiftedNormal(0)"),
+                           ("batch_p0.9", "BatchEnsemble ShiftedNormal(0.9)")):
+            r = rows[key]
+            gain = r.get("gain", r["test_accuracy"] - r["member_accuracy"])
+            corr = r.get("correlation")
+            lines.append(
+                f"| {label} | {r['seconds']:.1f} | {r['train_seconds']:.1f} | {r['test_accuracy']:.4f} | "
+                f"{r['member_accuracy']:.4f} | {gain:+.4f} | {'—' if corr is None else format(corr, '.3f')} |"
+            )
+        lines += [
+            "",
+            f"- deep ensemble: {deep['test_accuracy']:.2%} test accuracy in {deep['seconds']:.1f} s for the whole "
+            f"command: accuracy target {_check(deep['test_accuracy'], 0.97, '>=')}, time target "
+            f"{_check(deep['seconds'], 120.0, '<=')}",
+            "",
+        ]
     mem = results.get("batch_memory")
     if mem:
         rows = mem["rows"]
@@ -134,7 +160,7 @@ def write_docs(results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,memory")
+    parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,training,memory")
     parser.add_argument("--no-write", action="store_true", help="print results without updating docs/")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -145,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if not only or "lld" in only:
         print("LastLayerDropout overhead ...", flush=True)
         results["lld_overhead"] = bench_ensembles.lld_overhead(args.device)
+    if not only or "training" in only:
+        print("deepens train on digits ...", flush=True)
+        results["digits_acceptance"] = bench_training.digits_acceptance(args.device)
     if (not only or "memory" in only) and args.device == "cpu":
         print("BatchEnsemble memory ...", flush=True)
         results["batch_memory"] = bench_ensembles.batch_memory()

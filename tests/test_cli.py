@@ -174,3 +174,11 @@ def test_sigkill_and_resume_is_bitwise_equal(tmp_path):
             k: v for k, v in cut_row.items() if k != "seconds"
         }
     assert [r["epoch"] for r in RunDir(tmp_path / "cut").read_history()] == list(range(1, 41))
+
+
+def test_device_cuda_runs_or_says_why(tmp_path, capsys):
+    code, out, err = run_cli(["train", *FAST, "--device", "cuda", "--out", str(tmp_path / "g"), "--json"], capsys)
+    if torch.cuda.is_available():
+        assert code == 0 and json.loads(out)["test"]["accuracy"] > 0.5
+    else:
+        assert code == 2 and "CUDA is not available" in err and len(err.strip().splitlines()) == 1

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print(
         "\nReading: the independent-regime BatchEnsemble (centred modulations) has less correlated members and a\n"
-        "larger gain over its mean member than the collective one (EE §4.2, Fig. 2), with 1/8 of the deep\n"
+        "larger gain over its mean member than the collective one (EE §4.2, Fig. 2), with about 1/7 of the deep\n"
         f"ensemble's parameters. Run directories: {args.out}/ (inspect with `deepens evaluate DIR`)."
     )
     return 0
