@@ -49,41 +49,31 @@ def deep_train_step(device: str = "cpu", members: int = 16, batch: int = 128, re
         loss.backward()
         opt_loop.step()
 
-    ens = d.DeepEnsemble.from_modules(copy.deepcopy(modules))
-    opt_ens = _sgd(ens.parameters())
+    def step_of(forward, params):
+        opt = _sgd(params)
 
-    def deepens_step():
-        opt_ens.zero_grad(set_to_none=True)
-        out = ens(x)
-        loss = F.cross_entropy(out.reshape(-1, 10), y_all, reduction="sum") / batch
-        loss.backward()
-        opt_ens.step()
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(forward().reshape(-1, 10), y_all, reduction="sum") / batch
+            loss.backward()
+            opt.step()
+
+        return step
+
+    ens = d.DeepEnsemble.from_modules(copy.deepcopy(modules))
+    deepens_step = step_of(lambda: ens(x), ens.parameters())
 
     params, buffers = stack_module_state(copy.deepcopy(modules))
     base = copy.deepcopy(modules[0]).to("meta")
-    opt_func = _sgd(list(params.values()))
 
     def one(p, b, inp):
         return functional_call(base, (p, b), (inp,))
 
     batched = vmap(one, in_dims=(0, 0, None))
-
-    def func_step():
-        opt_func.zero_grad(set_to_none=True)
-        out = batched(params, buffers, x)
-        loss = F.cross_entropy(out.reshape(-1, 10), y_all, reduction="sum") / batch
-        loss.backward()
-        opt_func.step()
+    func_step = step_of(lambda: batched(params, buffers, x), list(params.values()))
 
     vec = d.vectorize(copy.deepcopy(modules))
-    opt_vec = _sgd(vec.parameters())
-
-    def vectorize_step():
-        opt_vec.zero_grad(set_to_none=True)
-        out = vec(x)
-        loss = F.cross_entropy(out.reshape(-1, 10), y_all, reduction="sum") / batch
-        loss.backward()
-        opt_vec.step()
+    vectorize_step = step_of(lambda: vec(x), vec.parameters())
 
     times = compare(
         {"loop": loop, "deepens": deepens_step, "torch.func": func_step, "vectorize": vectorize_step},

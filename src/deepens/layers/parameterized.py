@@ -113,55 +113,38 @@ class Linear(_Parameterized, nn.Linear):
         return F.linear(x, scaled_weight(self), scaled_bias(self))
 
 
-class Conv1d(_Parameterized, nn.Conv1d):
-    """``nn.Conv1d`` in standard or NTK parameterization (fan_in = in_channels/groups · kernel size)."""
+def _parameterized_conv(base: type[nn.Module], name: str, fan_in: str) -> type[nn.Module]:
+    """``base`` (nn.Conv1d / nn.Conv2d) in standard or NTK parameterization."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int | str = 0,
-        bias: bool = False,
-        *,
-        groups: int = 1,
-        parameterization: str = "standard",
-        weight_std: float = 1.0,
-        bias_std: float = 0.0,
-        init: str = "normal",
-    ) -> None:
-        nn.Conv1d.__init__(
-            self, in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias, groups=groups
-        )
-        self._setup(parameterization, weight_std, bias_std, init)
+    class Conv(_Parameterized, base):  # type: ignore[misc, valid-type]
+        def __init__(
+            self,
+            in_channels: int,
+            out_channels: int,
+            kernel_size: int,
+            stride: int = 1,
+            padding: int | str = 0,
+            bias: bool = False,
+            *,
+            groups: int = 1,
+            parameterization: str = "standard",
+            weight_std: float = 1.0,
+            bias_std: float = 0.0,
+            init: str = "normal",
+        ) -> None:
+            base.__init__(
+                self, in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias,
+                groups=groups,
+            )
+            self._setup(parameterization, weight_std, bias_std, init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, scaled_weight(self), scaled_bias(self))
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self._conv_forward(x, scaled_weight(self), scaled_bias(self))
+
+    Conv.__name__ = Conv.__qualname__ = name
+    Conv.__doc__ = f"``nn.{name}`` in standard or NTK parameterization (fan_in = {fan_in})."
+    return Conv
 
 
-class Conv2d(_Parameterized, nn.Conv2d):
-    """``nn.Conv2d`` in standard or NTK parameterization (fan_in = in_channels/groups · k_h · k_w)."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int | str = 0,
-        bias: bool = False,
-        *,
-        groups: int = 1,
-        parameterization: str = "standard",
-        weight_std: float = 1.0,
-        bias_std: float = 0.0,
-        init: str = "normal",
-    ) -> None:
-        nn.Conv2d.__init__(
-            self, in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias, groups=groups
-        )
-        self._setup(parameterization, weight_std, bias_std, init)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, scaled_weight(self), scaled_bias(self))
+Conv1d = _parameterized_conv(nn.Conv1d, "Conv1d", "in_channels/groups · kernel size")
+Conv2d = _parameterized_conv(nn.Conv2d, "Conv2d", "in_channels/groups · k_h · k_w")
