@@ -65,7 +65,6 @@ CASES = [
     ("MLP widths", lambda: d.MLP(3, 5, 2), ["widths", "sequence"]),
     ("MLP activation", lambda: d.MLP(3, [5], 2, activation="swish"), ["activation", "relu"]),
     ("MLP parameterization", lambda: d.MLP(3, [5], 2, parameterization="mup"), ["parameterization", "ntk"]),
-    ("ntk bias without std", lambda: d.MLP(3, [5], 2, bias=True, parameterization="ntk"), ["bias_std", "> 0"]),
     ("ConvNet width", lambda: d.ConvNet(3, 10, width=0), ["width"]),
     ("ConvNet classes", lambda: d.ConvNet(3, 0), ["num_classes"]),
     ("mismatched modules", lambda: d.DeepEnsemble.from_modules([d.MLP(3, [4], 2), d.MLP(3, [5], 2)]), ["modules[1]"]),

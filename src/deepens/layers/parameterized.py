@@ -1,7 +1,8 @@
 """Dense and convolutional layers in standard or NTK parameterization (EE App. A, Eq. 15).
 
 * ``"standard"``: W ~ N(0, σ_w²/fan_in), b ~ N(0, σ_b²); the forward pass is the plain one.
-* ``"ntk"``: W ~ N(0, 1), b ~ N(0, 1); the forward pass multiplies W by σ_w/√fan_in and b by σ_b.
+* ``"ntk"``: W ~ N(0, 1), b ~ N(0, 1); the forward pass multiplies W by σ_w/√fan_in and b by σ_b
+  (σ_b = 0 makes the bias inert, as in neural-tangents).
 
 Both give the same output distribution at initialisation; they differ in the gradient dynamics
 (under "ntk" the NTK has a finite infinite-width limit with a width-independent learning rate).
@@ -55,11 +56,6 @@ class _Parameterized:
         self.init = check_choice("init", init, INITS)
         if self.parameterization == "ntk" and self.init != "normal":
             raise DeepensError("init: NTK parameterization draws W ~ N(0, 1); expected init='normal'")
-        if self.parameterization == "ntk" and self.bias is not None and self.bias_std == 0.0:
-            raise DeepensError(
-                "bias_std: with parameterization='ntk' and bias=True the bias is multiplied by bias_std; "
-                "expected bias_std > 0 (or bias=False)"
-            )
         fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(self.weight)
         self.fan_in = fan_in
         self.fan_out = fan_out

@@ -26,7 +26,7 @@ def build_reference(config: TrainConfig, data: Dataset) -> nn.Module:
             widths = [max(1, round(w * config.width)) for w in config.widths]
             return MLP(data.input_shape[0], widths, data.num_classes, activation=config.activation,
                        bias=config.bias, parameterization=config.parameterization,
-                       bias_std=0.1 if config.bias and config.parameterization == "ntk" else 0.0)
+                       bias_std=0.1 if config.bias and config.parameterization == "ntk" else 0.0)  # σ_b of NTK param
         if len(data.input_shape) != 3:
             raise DeepensError(f"model: a convnet takes images (C, H, W), but the data has shape {data.input_shape}")
         return ConvNet(data.input_shape[0], data.num_classes, width=config.width, activation=config.activation,

@@ -1,0 +1,34 @@
+"""Kernels: empirical ensemble NTKs (torch.func), analytic infinite-width kernels, regimes, predictions."""
+
+from .analytic import HiddenLayer, InfiniteWidthKernels, Network, infinite_width_kernels
+from .duals import Moments, dual_for
+from .empirical import (
+    EnsembleNTK,
+    cross_to_same_ratio,
+    ensemble_ntk,
+    gradient_cosine_vs_width,
+    gradient_cosines,
+    interaction_ratio,
+    loss_ntk,
+)
+from .predict import ensemble_mean_kernel, kernel_predict
+from .regime import regime
+
+__all__ = [
+    "EnsembleNTK",
+    "ensemble_ntk",
+    "loss_ntk",
+    "cross_to_same_ratio",
+    "interaction_ratio",
+    "gradient_cosines",
+    "gradient_cosine_vs_width",
+    "HiddenLayer",
+    "Network",
+    "InfiniteWidthKernels",
+    "infinite_width_kernels",
+    "Moments",
+    "dual_for",
+    "regime",
+    "kernel_predict",
+    "ensemble_mean_kernel",
+]

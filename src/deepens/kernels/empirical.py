@@ -1,0 +1,521 @@
+"""Empirical NTK of ensembles (EE Eq. 9) and the interaction metrics of EE App. D.2, via torch.func.
+
+For an ensemble with shared (common) parameters w and trainable individual parameters u_α,
+
+    Θ_{αβ,ij}(x, x′) = γ(M)/M · Θ^com_{αβ,ij}(x, x′) + δ_{αβ} Θ^ind_{α,ij}(x, x′),
+    Θ^com_{αβ,ij} = ∂f_{αi}(x)/∂w · ∂f_{βj}(x′)/∂w,   Θ^ind_{α,ij} = ∂f_{αi}(x)/∂u_α · ∂f_{αj}(x′)/∂u_α.
+
+Frozen modulations (buffers) do not enter. Jacobians come from ``torch.func.jacrev`` (vectorised
+over the outputs) applied to chunks of inputs, so memory stays bounded by ``max_bytes``; kernels are
+contractions of those Jacobians. Any ``nn.Module`` that is not a deepens ensemble is treated as a
+single member whose parameters are all common (γ/M = 1): its ordinary empirical NTK.
+
+Layouts (member axes first): ``"trace"`` (M, M, N1, N2) traced over outputs; ``"full"``
+(M, M, N1, N2, C, C); ``"diagonal"`` (M, M, N1, N2, C), the output-diagonal entries Θ_{ii}.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev
+
+from ..ensembles.base import Ensemble
+from ..errors import DeepensError, check_choice, check_int
+from ..layers.members import ModulatedReadout, Modulation, StackedLinear
+
+__all__ = [
+    "EnsembleNTK",
+    "ensemble_ntk",
+    "loss_ntk",
+    "cross_to_same_ratio",
+    "interaction_ratio",
+    "gradient_cosines",
+    "gradient_cosine_vs_width",
+]
+
+MODES = ("trace", "full", "diagonal")
+METHODS = ("auto", "jacobian", "structured")
+
+
+@dataclass
+class EnsembleNTK:
+    """The two parts of an ensemble's NTK and their weights.
+
+    ``common`` (M, M, N1, N2, ...) comes from shared parameters (unweighted); ``individual``
+    (M, N1, N2, ...) from each member's trainable individual parameters (only α = β is non-zero);
+    ``common_weight`` is γ(M)/M.
+    """
+
+    common: torch.Tensor
+    individual: torch.Tensor
+    common_weight: float
+    mode: str
+
+    @property
+    def members(self) -> int:
+        return self.common.shape[0]
+
+    def total(self) -> torch.Tensor:
+        """Θ_{αβ} = γ/M Θ^com_{αβ} + δ_{αβ} Θ^ind_α, shape (M, M, N1, N2, ...)."""
+        out = self.common * self.common_weight
+        idx = torch.arange(self.members)
+        out[idx, idx] = out[idx, idx] + self.individual
+        return out
+
+    def same_member(self) -> torch.Tensor:
+        """Mean over α of Θ_{αα}, shape (N1, N2, ...)."""
+        t = self.total()
+        idx = torch.arange(self.members)
+        return t[idx, idx].mean(0)
+
+    def cross_member(self) -> torch.Tensor:
+        """Mean over α ≠ β of Θ_{αβ}, shape (N1, N2, ...); zeros for a single member."""
+        m = self.members
+        if m < 2:
+            return torch.zeros_like(self.common[0, 0])
+        t = self.total()
+        mask = ~torch.eye(m, dtype=torch.bool, device=t.device)
+        return t[mask].mean(0)
+
+
+def _split_parameters(model: nn.Module) -> tuple[dict, dict, dict, float, int]:
+    """Common and individual trainable parameters, the buffers, γ/M and M."""
+    if isinstance(model, Ensemble):
+        common = {n: p for n, p in model.named_shared_parameters() if p.requires_grad}
+        individual = {n: p for n, p in model.named_individual_parameters() if p.requires_grad}
+        return common, individual, dict(model.named_buffers()), 1.0, model.members
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    return params, {}, dict(model.named_buffers()), 1.0, 1
+
+
+def _member_outputs(model: nn.Module, is_ensemble: bool) -> Callable:
+    def f(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, (params, buffers), (x,))
+        if not is_ensemble:
+            out = out.unsqueeze(0)
+        return out.reshape(out.shape[0], out.shape[1], -1)  # (M, B, C)
+
+    return f
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _chunk_size(rows_per_input: int, n_params: int, max_bytes: float, itemsize: int, n: int) -> int:
+    per_input = max(rows_per_input * n_params * itemsize, 1)
+    return max(1, min(n, int(max_bytes // per_input)))
+
+
+class _Jacobians:
+    """Per-chunk Jacobians of member outputs (M, B, C) w.r.t. common / individual parameters."""
+
+    def __init__(self, model: nn.Module, scalar_fn: Callable | None = None) -> None:
+        self.is_ensemble = isinstance(model, Ensemble)
+        self.common, self.individual, self.buffers, _, self.m = _split_parameters(model)
+        self.f = _member_outputs(model, self.is_ensemble)
+        self.scalar_fn = scalar_fn
+
+    def outputs(self, x: torch.Tensor, extra) -> Callable:
+        if self.scalar_fn is None:
+            return lambda params, xx: self.f(params, self.buffers, xx)
+        return lambda params, xx: self.scalar_fn(self.f(params, self.buffers, xx), extra)  # (M, B, 1)
+
+    @torch.no_grad()  # torch.func still differentiates inside; no autograd graph is kept around the result
+    def __call__(self, x: torch.Tensor, extra=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        fn = self.outputs(x, extra)
+        jc = ji = None
+        if self.common:
+            jac = jacrev(lambda p: fn({**p, **self.individual}, x))(self.common)
+            jc = torch.cat([j.reshape(j.shape[0], j.shape[1], j.shape[2], -1) for j in jac.values()], dim=-1)
+        if self.individual:
+            jac = jacrev(lambda p: fn({**self.common, **p}, x))(self.individual)
+            parts = []
+            for j in jac.values():
+                # (M, B, C, M, *shape): keep the member's own parameters, ∂f_α/∂u_α
+                j = j.reshape(j.shape[0], j.shape[1], j.shape[2], j.shape[3], -1)
+                parts.append(torch.diagonal(j, dim1=0, dim2=3).permute(3, 0, 1, 2))  # (M, B, C, P)
+            ji = torch.cat(parts, dim=-1)
+        return jc, ji
+
+    @property
+    def n_common(self) -> int:
+        return sum(p.numel() for p in self.common.values())
+
+    @property
+    def n_individual(self) -> int:
+        return sum(p.numel() // self.m for p in self.individual.values())
+
+
+def _contract(j1: torch.Tensor, j2: torch.Tensor, mode: str, cross: bool) -> torch.Tensor:
+    """Kernel blocks from Jacobians (M, B1, C, P) and (M, B2, C, P).
+
+    ``cross``: all member pairs (M, M, B1, B2, ...); else member-wise (M, B1, B2, ...).
+    """
+    m, b1, c, p = j1.shape
+    b2 = j2.shape[1]
+    if cross:
+        if mode == "trace":
+            k = j1.reshape(m * b1, c * p) @ j2.reshape(m * b2, c * p).T
+            return k.view(m, b1, m, b2).permute(0, 2, 1, 3)
+        if mode == "full":
+            k = j1.reshape(m * b1 * c, p) @ j2.reshape(m * b2 * c, p).T
+            return k.view(m, b1, c, m, b2, c).permute(0, 3, 1, 4, 2, 5)
+        a = j1.permute(2, 0, 1, 3).reshape(c, m * b1, p)
+        b = j2.permute(2, 0, 1, 3).reshape(c, m * b2, p)
+        return torch.bmm(a, b.transpose(1, 2)).view(c, m, b1, m, b2).permute(1, 3, 2, 4, 0)
+    if mode == "trace":
+        return torch.bmm(j1.reshape(m, b1, c * p), j2.reshape(m, b2, c * p).transpose(1, 2))
+    if mode == "full":
+        k = torch.bmm(j1.reshape(m, b1 * c, p), j2.reshape(m, b2 * c, p).transpose(1, 2))
+        return k.view(m, b1, c, b2, c).permute(0, 1, 3, 2, 4)
+    k = torch.einsum("mbcp,mdcp->mbdc", j1, j2)
+    return k
+
+
+def _kernel(
+    jacs: _Jacobians,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    mode: str,
+    gamma: float | str | None,
+    chunk_size: int | None,
+    max_bytes: float,
+    extra1=None,
+    extra2=None,
+) -> EnsembleNTK:
+    same_inputs = x2 is None
+    x2 = x1 if x2 is None else x2
+    extra2 = extra1 if same_inputs else extra2
+    m = jacs.m
+    n1, n2 = x1.shape[0], x2.shape[0]
+    dtype = next(iter({**jacs.common, **jacs.individual}.values())).dtype
+    with torch.no_grad():
+        probe = jacs.f({**jacs.common, **jacs.individual}, jacs.buffers, x1[:1])
+    c = 1 if jacs.scalar_fn is not None else probe.shape[-1]
+    itemsize = torch.finfo(dtype).bits // 8
+    n_params = jacs.n_common + m * jacs.n_individual  # the individual Jacobian is M× wider before slicing
+    size = chunk_size or _chunk_size(m * c * 2, max(n_params, 1), max_bytes, itemsize, max(n1, n2))
+    tail = {"trace": (), "full": (c, c), "diagonal": (c,)}[mode]
+    common = torch.zeros((m, m, n1, n2) + tail, dtype=dtype, device=x1.device)
+    individual = torch.zeros((m, n1, n2) + tail, dtype=dtype, device=x1.device)
+    def jac(x: torch.Tensor, extra, s: slice):
+        return jacs(x[s], None if extra is None else extra[s])
+
+    # the second set's Jacobians are kept when they fit in the budget, else recomputed for every block
+    keep_second = not same_inputs and n2 * m * c * max(n_params, 1) * itemsize <= max_bytes
+    second = [(s2, jac(x2, extra2, s2)) for s2 in _chunks(n2, size)] if keep_second else None
+    for s1 in _chunks(n1, size):
+        jc1, ji1 = jac(x1, extra1, s1)
+        blocks = second or (
+            (s2, (jc1, ji1) if same_inputs and s2 == s1 else jac(x2, extra2, s2)) for s2 in _chunks(n2, size)
+        )
+        for s2, (jc2, ji2) in blocks:
+            if jc1 is not None:
+                common[:, :, s1, s2] = _contract(jc1, jc2, mode, cross=True)
+            if ji1 is not None:
+                individual[:, s1, s2] = _contract(ji1, ji2, mode, cross=False)
+    return EnsembleNTK(common, individual, _common_weight(gamma, m), mode)
+
+
+def _structured_eligible(model: nn.Module) -> bool:
+    """Dense-only networks: every trainable parameter in a Linear / StackedLinear / dense Modulation whose
+    forward runs, and nothing that couples samples (batch norm)."""
+    from ..ensembles.vectorize import VectorizedEnsemble
+
+    if isinstance(model, VectorizedEnsemble):  # its modules run inside vmap
+        return False
+    owners = {}
+    for module in model.modules():
+        if isinstance(module, ModulatedReadout) or isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return False
+        for p in module.parameters(recurse=False):
+            if p.requires_grad:
+                owners[id(p)] = module
+    for module in owners.values():
+        if isinstance(module, Modulation):
+            if module.feature_dim != -1:
+                return False
+        elif not isinstance(module, (nn.Linear, StackedLinear)):
+            return False
+    return bool(owners)
+
+
+def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None, mode: str,
+                       gamma) -> EnsembleNTK:
+    """Layer-wise NTK of dense networks: a weight W with forward multiplier s adds
+    s² (a_α(x)·a_β(x′)) (g_{αi}(x)·g_{βj}(x′)) and a bias s_b² (g_{αi}(x)·g_{βj}(x′)), where a is the layer's
+    input and g_i = ∂f_i/∂z its output signal; a trainable modulation y = u ⊙ z adds
+    ((g_i ⊙ z)_α(x)·(g_j ⊙ z)_α(x′)). One forward pass and one backward pass per output."""
+    is_ensemble = isinstance(model, Ensemble)
+    m = model.members if is_ensemble else 1
+    shared_ids = {id(p) for _, p in model.named_shared_parameters()} if is_ensemble else None
+    n1 = x1.shape[0]
+    xs = x1 if x2 is None else torch.cat([x1, x2])
+    n = xs.shape[0]
+    records: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+
+    def hook(module, inputs, output):
+        records.append((module, inputs[0], output))
+
+    handles = [mod.register_forward_hook(hook) for mod in model.modules()
+               if isinstance(mod, (nn.Linear, StackedLinear, Modulation))]
+    try:
+        with torch.enable_grad():
+            if is_ensemble:
+                out = model(xs.unsqueeze(0).expand((m,) + tuple(xs.shape)), per_member=True)  # members apart
+            else:
+                out = model(xs).unsqueeze(0)
+            out = out.reshape(m, n, -1)
+            c = out.shape[-1]
+            active = [(mod, a, z) for mod, a, z in records if z.requires_grad]
+            grads = []
+            for i in range(c):
+                gi = torch.autograd.grad(out[..., i].sum(), [z for _, _, z in active], retain_graph=i < c - 1,
+                                         allow_unused=True)
+                grads.append([g if g is not None else torch.zeros_like(z) for g, (_, _, z) in zip(gi, active,
+                                                                                                 strict=True)])
+    finally:
+        for h in handles:
+            h.remove()
+    dtype = out.dtype
+    tail = {"trace": (), "full": (c, c), "diagonal": (c,)}[mode]
+    n2 = n - n1 if x2 is not None else n
+    common = torch.zeros((m, m, n1, n2) + tail, dtype=dtype, device=out.device)
+    individual = torch.zeros((m, n1, n2) + tail, dtype=dtype, device=out.device)
+    right = slice(n1, n) if x2 is not None else slice(0, n)
+
+    def signal_gram(g, members_cross: bool):
+        """Σ_p g_{αi}(x)_p g_{βj}(x′)_p for output pairs (i, j) as the mode needs."""
+        gs = torch.stack([gi.detach().reshape(m, n, -1) for gi in g])  # (C, M, N, P)
+        left_g, right_g = gs[:, :, :n1], gs[:, :, right]
+        if members_cross:
+            if mode == "full":
+                return torch.einsum("iamp,jbkp->abmkij", left_g, right_g)
+            k = torch.einsum("iamp,ibkp->abmki", left_g, right_g)
+            return k.sum(-1) if mode == "trace" else k
+        if mode == "full":
+            return torch.einsum("iamp,jakp->amkij", left_g, right_g)
+        k = torch.einsum("iamp,iakp->amki", left_g, right_g)
+        return k.sum(-1) if mode == "trace" else k
+
+    def expand(gram, target_ndim):
+        return gram.reshape(gram.shape + (1,) * (target_ndim - gram.dim()))
+
+    for index, (mod, a, _) in enumerate(active):
+        g = [grads[i][index] for i in range(c)]
+        if isinstance(mod, Modulation):
+            if not mod.trainable:
+                continue
+            modulated = a.detach()  # ∂f/∂u_j = g_j · (the modulation's input)_j
+            gz = [gi * modulated for gi in g]
+            individual += signal_gram(gz, members_cross=False)
+            continue
+        weight_scale = float(getattr(mod, "weight_scale", 1.0))
+        bias_scale = float(getattr(mod, "bias_scale", 1.0))
+        act = a.detach().reshape(m, n, -1)
+        own = isinstance(mod, StackedLinear) or (is_ensemble and id(mod.weight) not in shared_ids)
+        if own:
+            gram_a = torch.einsum("amp,akp->amk", act[:, :n1], act[:, right])
+            gram_g = signal_gram(g, members_cross=False)
+            contribution = weight_scale**2 * expand(gram_a, gram_g.dim()) * gram_g
+            if mod.bias is not None and mod.bias.requires_grad:
+                contribution = contribution + bias_scale**2 * gram_g
+            individual += contribution
+        else:
+            gram_a = torch.einsum("amp,bkp->abmk", act[:, :n1], act[:, right])
+            gram_g = signal_gram(g, members_cross=True)
+            contribution = weight_scale**2 * expand(gram_a, gram_g.dim()) * gram_g
+            if mod.bias is not None and mod.bias.requires_grad:
+                contribution = contribution + bias_scale**2 * gram_g
+            common += contribution
+    return EnsembleNTK(common, individual, _common_weight(gamma, m), mode)
+
+
+def _common_weight(gamma, m: int) -> float:
+    if gamma is None:
+        return 1.0
+    if isinstance(gamma, str):
+        return 1.0 if gamma.strip().upper() == "M" else float(gamma) / m
+    return float(gamma) / m
+
+
+def ensemble_ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    mode: str = "trace",
+    gamma: float | str | None = "M",
+    chunk_size: int | None = None,
+    max_bytes: float = 256 * 2**20,
+    method: str = "auto",
+) -> EnsembleNTK:
+    """The empirical NTK of ``model`` between inputs ``x1`` and ``x2`` (default ``x1``), EE Eq. (9).
+
+    ``gamma`` is γ(M) of EE Eq. (4) ("M" — the default, weight γ/M = 1 — , 1, or a number); the
+    common part is weighted by γ/M in :meth:`EnsembleNTK.total`. ``mode`` is ``trace``, ``full`` or
+    ``diagonal``. Inputs are one batch shared by all members. Evaluates in float64 when the model is.
+
+    ``method``: ``jacobian`` contracts Jacobians from ``torch.func.jacrev`` (any network, memory bounded
+    by chunking over inputs); ``structured`` uses the layer-wise factorisation of dense networks (one
+    forward and C backward passes, O(M²N²·width) — orders of magnitude cheaper for wide MLPs);
+    ``auto`` picks ``structured`` when every trainable parameter sits in a dense layer or a dense
+    modulation and nothing couples samples.
+    """
+    check_choice("mode", mode, MODES)
+    check_choice("method", method, METHODS)
+    if not isinstance(x1, torch.Tensor) or (x2 is not None and not isinstance(x2, torch.Tensor)):
+        raise DeepensError("x1, x2: expected tensors of inputs (N, ...)")
+    if chunk_size is not None:
+        check_int("chunk_size", chunk_size, minimum=1)
+    was_training = model.training
+    model.eval()
+    try:
+        if not any(p.requires_grad for p in model.parameters()):
+            raise DeepensError("model: has no trainable parameters, so its NTK is zero")
+        eligible = _structured_eligible(model)
+        if method == "structured" and not eligible:
+            raise DeepensError("method: 'structured' needs a dense network (Linear layers and dense modulations "
+                               "only, no batch norm); use method='jacobian'")
+        if method == "structured" or (method == "auto" and eligible):
+            return _structured_kernel(model, x1, x2, mode, gamma)
+        return _kernel(_Jacobians(model), x1, x2, mode, gamma, chunk_size, max_bytes)
+    finally:
+        model.train(was_training)
+
+
+def _nll_scalar(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # per-sample cross-entropy of every member: its gradient is Σ_i (p_i − δ_ic) ∂f_i, EE Eq. (59)
+    logp = torch.log_softmax(out, dim=-1)
+    return -logp.gather(2, labels.view(1, -1, 1).expand(out.shape[0], -1, 1))
+
+
+def _target_scalar(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # the logit of the target class, EE Eq. (60)
+    return out.gather(2, labels.view(1, -1, 1).expand(out.shape[0], -1, 1))
+
+
+def loss_ntk(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    kind: str = "nll",
+    gamma: float | str | None = "M",
+    chunk_size: int | None = None,
+    max_bytes: float = 256 * 2**20,
+) -> EnsembleNTK:
+    """The "nll" (EE Eq. 59) or "target" (Eq. 60) reduction of the ensemble NTK, (M, M, N, N).
+
+    nll: Θ^nll_{αβ}(x_a, x_b) = Σ_{ij} ∂L/∂f_{αi}(x_a) Θ_{ij,αβ}(x_a, x_b) ∂L/∂f_{βj}(x_b), computed as the
+    kernel of the per-sample cross-entropy gradients. target: Θ_{c_a c_b, αβ}(x_a, x_b).
+    """
+    check_choice("kind", kind, ("nll", "target"))
+    labels = labels.long()
+    if labels.shape != (x.shape[0],):
+        raise DeepensError(f"labels: expected shape ({x.shape[0]},), got {tuple(labels.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        jacs = _Jacobians(model, _nll_scalar if kind == "nll" else _target_scalar)
+        return _kernel(jacs, x, None, "trace", gamma, chunk_size, max_bytes, extra1=labels)
+    finally:
+        model.train(was_training)
+
+
+def cross_to_same_ratio(kernel: torch.Tensor) -> float:
+    """Mean squared cross-member entry over mean squared same-member entry (EE App. D.2, first metric).
+
+    ``kernel`` is (M, M, N1, N2, ...) (e.g. ``EnsembleNTK.total()``).
+    """
+    m = kernel.shape[0]
+    if m < 2:
+        return float("nan")
+    sq = kernel.pow(2).flatten(2).mean(-1)  # (M, M)
+    eye = torch.eye(m, dtype=torch.bool, device=kernel.device)
+    return float(sq[~eye].mean() / sq[eye].mean())
+
+
+def interaction_ratio(kernel: torch.Tensor, m_subset: int) -> float:
+    """EE Eq. (62): the weight of the other members' contributions to a member's loss change,
+
+        Σ_{α,a} ((1/B) Σ_b Σ_{β∈B_{m,α}} Θ_{αβ}(x_a, x_b))² / Σ_{α,a} ((1/B) Σ_b Θ_{αα}(x_a, x_b))²,
+
+    with B_{m,α} = the m members following α cyclically. ``kernel`` is (M, M, N, N) (nll or target).
+    """
+    m = kernel.shape[0]
+    m_subset = check_int("m", m_subset, minimum=1)
+    if m_subset > m - 1:
+        raise DeepensError(f"m: expected at most {m - 1} (other members), got {m_subset}")
+    row = kernel.mean(dim=3)  # (M, M, N): (1/B) Σ_b Θ_{αβ}(x_a, x_b)
+    idx = torch.arange(m, device=kernel.device)
+    same = row[idx, idx]  # (M, N)
+    others = sum(row[idx, (idx + k) % m] for k in range(1, m_subset + 1))
+    return float(others.pow(2).sum() / same.pow(2).sum())
+
+
+def gradient_cosines(model: Ensemble, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """|⟨∇L_α, ∇L_β⟩| / (‖∇L_α‖ ‖∇L_β‖) for all member pairs, w.r.t. the shared parameters (EE Fig. 6).
+
+    Returns the (M, M) matrix; its off-diagonal mean is the paper's quantity.
+    """
+    from ..training.losses import member_losses
+
+    if not isinstance(model, Ensemble):
+        raise DeepensError("model: gradient cosines need a deepens ensemble with shared parameters")
+    shared = {n: p for n, p in model.named_shared_parameters() if p.requires_grad}
+    if not shared:
+        raise DeepensError("model: has no shared parameters (a deep ensemble's members share nothing)")
+    others = {n: p for n, p in model.named_parameters() if n not in shared}
+    buffers = dict(model.named_buffers())
+
+    def losses(p):
+        out = functional_call(model, ({**p, **others}, buffers), (x,))
+        return member_losses(out, y, loss)
+
+    with torch.no_grad():
+        jac = jacrev(losses)(shared)
+    g = torch.cat([j.reshape(j.shape[0], -1) for j in jac.values()], dim=1)  # (M, P)
+    norms = g.norm(dim=1).clamp_min(torch.finfo(g.dtype).tiny)
+    return (g @ g.T).abs() / torch.outer(norms, norms)
+
+
+def gradient_cosine_vs_width(
+    build: Callable[[float, int], Ensemble],
+    widths: list[float],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    seeds: int = 3,
+) -> dict:
+    """Mean off-diagonal gradient cosine at initialisation for each width (several seeds), and the
+    least-squares fit of log(cosine) = a + b·log(width) (EE Fig. 6: b ≈ −1 for centred modulations).
+
+    ``build(width, seed)`` returns a freshly initialised ensemble.
+    """
+    rows = []
+    for width in widths:
+        values = []
+        for seed in range(seeds):
+            model = build(width, seed)
+            cos = gradient_cosines(model, x, y)
+            m = cos.shape[0]
+            values.append(float(cos[~torch.eye(m, dtype=torch.bool)].mean()))
+        t = torch.tensor(values, dtype=torch.float64)
+        rows.append({"width": width, "mean": float(t.mean()), "std": float(t.std()) if seeds > 1 else 0.0})
+    lw = torch.tensor([math.log(r["width"]) for r in rows], dtype=torch.float64)
+    lc = torch.tensor([math.log(max(r["mean"], 1e-300)) for r in rows], dtype=torch.float64)
+    if len(rows) >= 2:
+        a = torch.stack([torch.ones_like(lw), lw], dim=1)
+        coef = torch.linalg.lstsq(a, lc[:, None]).solution.flatten()
+        fit = {"intercept": float(coef[0]), "slope": float(coef[1])}
+    else:
+        fit = {"intercept": float("nan"), "slope": float("nan")}
+    return {"rows": rows, "fit": fit}

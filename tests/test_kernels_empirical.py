@@ -1,0 +1,171 @@
+"""Empirical ensemble NTK against brute-force explicit Jacobians (float64), and the D.2 metrics."""
+
+import itertools
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import deepens as d
+from deepens.kernels import (
+    cross_to_same_ratio,
+    ensemble_ntk,
+    gradient_cosine_vs_width,
+    gradient_cosines,
+    interaction_ratio,
+    loss_ntk,
+)
+
+M = 3
+
+
+def make(kind, net):
+    if kind == "deep":
+        return d.DeepEnsemble(net, M, seed=0)
+    if kind == "batch":
+        return d.BatchEnsemble(net, M, seed=0)
+    if kind == "batch-frozen-u":
+        return d.BatchEnsemble(net, M, trainable={"u": False, "v": True}, seed=0)
+    if kind == "mc-dropout":
+        return d.MCDropout(net, M, mask=d.Normal(0, 1), seed=0)
+    if kind == "lld":
+        return d.LastLayerDropout(net, M, seed=0)
+    if kind == "vectorized":
+        return d.vectorize(net, M, seed=0)
+    return net  # a plain module
+
+
+def brute_force(model, x1, x2, gamma_weight):
+    """Θ = γ/M J_com J_comᵀ + J_ind J_indᵀ from one autograd call per output entry."""
+    if isinstance(model, d.Ensemble):
+        common = [p for _, p in model.named_shared_parameters()]
+        individual = [p for _, p in model.named_individual_parameters()]
+        out1, out2 = model(x1), model(x2)
+    else:
+        common, individual = list(model.parameters()), []
+        out1, out2 = model(x1)[None], model(x2)[None]
+
+    def rows(out, params):
+        if not params:
+            return torch.zeros(*out.shape, 0, dtype=out.dtype)
+        r = torch.empty(*out.shape, sum(p.numel() for p in params), dtype=out.dtype)
+        for idx in itertools.product(*[range(s) for s in out.shape]):
+            grads = torch.autograd.grad(out[idx], params, retain_graph=True, allow_unused=True)
+            r[idx] = torch.cat([
+                (g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params, strict=True)
+            ])
+        return r  # (M, N, C, P)
+
+    jc1, jc2 = rows(out1, common), rows(out2, common)
+    ji1, ji2 = rows(out1, individual), rows(out2, individual)
+    full = gamma_weight * torch.einsum("anip,bmjp->abnmij", jc1, jc2) + torch.einsum("anip,bmjp->abnmij", ji1, ji2)
+    return full  # (M, M, N1, N2, C, C)
+
+
+NETS = {
+    "mlp": lambda: (d.MLP(5, [6, 7], 3, bias=True, bias_std=0.3).double(), torch.randn(4, 5, dtype=torch.float64),
+                    torch.randn(3, 5, dtype=torch.float64)),
+    "conv": lambda: (d.ConvNet(2, 3, width=1 / 16).double(), torch.randn(3, 2, 6, 6, dtype=torch.float64),
+                     torch.randn(2, 2, 6, 6, dtype=torch.float64)),
+}
+KINDS = ["deep", "batch", "batch-frozen-u", "mc-dropout", "lld", "vectorized", "module"]
+
+
+@pytest.mark.parametrize("net_name", list(NETS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_equals_brute_force_explicit_jacobians(net_name, kind):
+    torch.manual_seed(0)
+    net, x1, x2 = NETS[net_name]()
+    model = make(kind, net)
+    m = model.members if isinstance(model, d.Ensemble) else 1
+    gamma = 2.0 if m > 1 else None
+    weight = gamma / m if gamma else 1.0
+    ref = brute_force(model, x1, x2, weight)
+    methods = ["jacobian", "structured"] if net_name == "mlp" and kind not in ("lld", "vectorized") else ["jacobian"]
+    for method in methods:
+        for mode in ("full", "trace", "diagonal"):
+            k = ensemble_ntk(model, x1, x2, mode=mode, gamma=gamma, chunk_size=2, method=method)  # chunks < N
+            got = k.total()
+            want = {"full": ref, "trace": ref.diagonal(dim1=4, dim2=5).sum(-1),
+                    "diagonal": ref.diagonal(dim1=4, dim2=5)}[mode]
+            assert got.shape == want.shape, (method, mode)
+            assert torch.allclose(got, want, atol=1e-10, rtol=1e-10), (method, mode, float((got - want).abs().max()))
+    # same inputs twice: symmetric, and equal to the two-argument call
+    k11 = ensemble_ntk(model, x1, mode="trace", gamma=gamma).total()
+    assert torch.allclose(k11, k11.permute(1, 0, 3, 2), atol=1e-12)
+
+
+def test_split_into_common_and_individual_parts():
+    net = d.MLP(5, [6], 3).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    be = d.BatchEnsemble(net, M, seed=0)
+    k = ensemble_ntk(be, x, gamma=1)
+    assert k.common_weight == pytest.approx(1 / M)
+    assert float(k.individual.abs().max()) > 0
+    deep = ensemble_ntk(d.DeepEnsemble(net, M, seed=0), x)
+    assert float(deep.common.abs().max()) == 0 and float(deep.cross_member().abs().max()) == 0
+    mc = ensemble_ntk(d.MCDropout(net, M, seed=0), x)
+    assert float(mc.individual.abs().max()) == 0  # frozen masks: no individual part (EE §4.1)
+
+
+def test_nll_and_target_reductions():
+    torch.manual_seed(1)
+    net = d.MLP(5, [6, 7], 4).double()
+    be = d.BatchEnsemble(net, M, seed=0)
+    x = torch.randn(5, 5, dtype=torch.float64)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    full = ensemble_ntk(be, x, mode="full").total()  # (M, M, N, N, C, C)
+    with torch.no_grad():
+        g = torch.softmax(be(x), -1) - F.one_hot(y, 4)  # ∂L/∂f, EE Eq. (20)
+    nll = torch.einsum("ani,abnmij,bmj->abnm", g, full, g)  # EE Eq. (59)
+    target = full[:, :, torch.arange(5)[:, None], torch.arange(5)[None, :], y[:, None], y[None, :]]  # Eq. (60)
+    assert torch.allclose(loss_ntk(be, x, y, kind="nll").total(), nll, atol=1e-11)
+    assert torch.allclose(loss_ntk(be, x, y, kind="target").total(), target, atol=1e-11)
+
+
+def test_interaction_metrics_brute_force():
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(4, 4, 6, 6, generator=g, dtype=torch.float64)
+    same = sum(float(k[a, a].pow(2).sum()) for a in range(4)) / (4 * 36)
+    cross = sum(float(k[a, b].pow(2).sum()) for a in range(4) for b in range(4) if a != b) / (12 * 36)
+    assert cross_to_same_ratio(k) == pytest.approx(cross / same, rel=1e-12)
+    for m in (1, 2, 3):
+        num = den = 0.0
+        for a in range(4):
+            others = [(a + j) % 4 for j in range(1, m + 1)]
+            for i in range(6):
+                num += (sum(float(k[a, b, i, :].sum()) for b in others) / 6) ** 2
+                den += (float(k[a, a, i, :].sum()) / 6) ** 2
+        assert interaction_ratio(k, m) == pytest.approx(num / den, rel=1e-12)
+    with pytest.raises(d.DeepensError, match="m: expected at most 3"):
+        interaction_ratio(k, 4)
+
+
+def test_gradient_cosines_match_per_member_gradients():
+    torch.manual_seed(0)
+    net = d.MLP(5, [16], 3).double()
+    be = d.BatchEnsemble(net, 4, seed=0)
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    shared = [p for _, p in be.named_shared_parameters()]
+    out = be(x)
+    grads = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(F.cross_entropy(out[a], y), shared,
+                                                                     retain_graph=True)]) for a in range(4)]
+    cos = gradient_cosines(be, x, y)
+    for a in range(4):
+        for b in range(4):
+            ref = abs(float(grads[a] @ grads[b])) / float(grads[a].norm() * grads[b].norm())
+            assert float(cos[a, b]) == pytest.approx(ref, rel=1e-10)
+
+
+def test_gradient_cosine_falls_with_width_for_centred_modulations():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 8), torch.randint(0, 4, (32,))
+
+    def build(width, seed):
+        torch.manual_seed(seed)
+        return d.BatchEnsemble(d.MLP(8, [int(width)] * 2, 4), 4, seed=seed)
+
+    res = gradient_cosine_vs_width(build, [16, 64, 256], x, y, seeds=3)
+    means = [r["mean"] for r in res["rows"]]
+    assert means[0] > means[1] > means[2]
+    assert res["fit"]["slope"] < -0.3  # EE Fig. 6: ~1/width for centred modulations
