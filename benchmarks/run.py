@@ -19,7 +19,7 @@ import torch
 import deepens
 from deepens.io import atomic_write_text
 
-from . import bench_ensembles, bench_training
+from . import bench_ensembles, bench_kernels, bench_training
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -126,6 +126,39 @@ def render(results: dict) -> str:
             f"{_check(deep['seconds'], 120.0, '<=')}",
             "",
         ]
+    ntk = results.get("empirical_ntk")
+    if ntk:
+        sec = ntk["seconds"]
+        lines += [
+            f"### {ntk['name']}",
+            "",
+            "| implementation | seconds | speed-up vs loop | max relative difference |",
+            "| --- | ---: | ---: | ---: |",
+            f"| per-sample explicit-Jacobian loop | {sec['explicit_loop']:.2f} | 1.00× | — |",
+            f"| deepens, Jacobian method (torch.func) | {sec['deepens_jacobian']:.2f} | "
+            f"{ntk['speedup_jacobian']:.2f}× | {ntk['max_rel_diff_jacobian']:.1e} |",
+            f"| deepens, structured method (default here) | {sec['deepens_structured']:.3f} | "
+            f"{ntk['speedup_structured']:.0f}× | {ntk['max_rel_diff_structured']:.1e} |",
+            "",
+            f"- default (auto → structured) speed-up {ntk['speedup_structured']:.0f}×: target "
+            f"{_check(ntk['speedup_structured'], 5.0, '>=')}",
+            "",
+        ]
+    ana = results.get("analytic_kernels")
+    if ana:
+        sec = ana["seconds"]
+        lines += [
+            f"### {ana['name']}",
+            "",
+            "| case | seconds | target |",
+            "| --- | ---: | --- |",
+            f"| ReLU, u = ShiftedNormal(0.3), v = N(0, 1), 2000 inputs | {sec['relu_modulated_2000']:.2f} | "
+            f"{_check(sec['relu_modulated_2000'], 2.0, '<=')} |",
+            f"| tanh (quadrature), 500 inputs | {sec['tanh_500']:.2f} | {_check(sec['tanh_500'], 5.0, '<=')} |",
+            f"| tanh with u = ShiftedNormal(0.3), v = ShiftedNormal(0.5), 200 inputs | "
+            f"{sec['tanh_modulated_200']:.2f} | (reported) |",
+            "",
+        ]
     mem = results.get("batch_memory")
     if mem:
         rows = mem["rows"]
@@ -160,7 +193,7 @@ def write_docs(results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,training,memory")
+    parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,ntk,analytic,training,memory")
     parser.add_argument("--no-write", action="store_true", help="print results without updating docs/")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -171,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     if not only or "lld" in only:
         print("LastLayerDropout overhead ...", flush=True)
         results["lld_overhead"] = bench_ensembles.lld_overhead(args.device)
+    if not only or "ntk" in only:
+        print("empirical NTK ...", flush=True)
+        results["empirical_ntk"] = bench_kernels.empirical_ntk()
+    if not only or "analytic" in only:
+        print("analytic kernels ...", flush=True)
+        results["analytic_kernels"] = bench_kernels.analytic_kernels()
     if not only or "training" in only:
         print("deepens train on digits ...", flush=True)
         results["digits_acceptance"] = bench_training.digits_acceptance(args.device)

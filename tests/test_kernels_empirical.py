@@ -15,6 +15,7 @@ from deepens.kernels import (
     interaction_ratio,
     loss_ntk,
 )
+from deepens.kernels.empirical import MODES
 
 M = 3
 
@@ -169,3 +170,30 @@ def test_gradient_cosine_falls_with_width_for_centred_modulations():
     means = [r["mean"] for r in res["rows"]]
     assert means[0] > means[1] > means[2]
     assert res["fit"]["slope"] < -0.3  # EE Fig. 6: ~1/width for centred modulations
+
+
+def test_blocked_computation_agrees_with_one_block():
+    torch.manual_seed(0)
+    model = d.BatchEnsemble(d.MLP(5, [6, 7], 3, bias=True, bias_std=0.2).double(), 3, seed=0)
+    x1, x2 = torch.randn(7, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    for mode in MODES:
+        for second in (None, x2):
+            ref = ensemble_ntk(model, x1, second, mode=mode, method="jacobian", chunk_size=7)
+            for chunk, budget in ((1, 1.0), (2, 1.0), (3, 1e9)):  # panels of one chunk, and one panel
+                got = ensemble_ntk(model, x1, second, mode=mode, method="jacobian", chunk_size=chunk,
+                                   max_bytes=budget)
+                assert torch.allclose(got.total(), ref.total(), atol=1e-12), (mode, chunk, budget)
+            structured = ensemble_ntk(model, x1, second, mode=mode, method="structured")
+            assert torch.allclose(structured.total(), ref.total(), atol=1e-11)
+
+
+def test_method_choice_and_refusals():
+    conv = d.BatchEnsemble(d.ConvNet(1, 2, width=1 / 16), 2, seed=0)
+    x = torch.randn(2, 1, 6, 6)
+    with pytest.raises(d.DeepensError, match="structured"):
+        ensemble_ntk(conv, x, method="structured")
+    assert ensemble_ntk(conv, x).total().shape == (2, 2, 2, 2)  # auto falls back to Jacobians
+    with pytest.raises(d.DeepensError, match="resample"):
+        ensemble_ntk(d.MCDropout(d.MLP(5, [6], 2), 2, resample=True), torch.randn(3, 5))
+    with pytest.raises(d.DeepensError, match="mode"):
+        ensemble_ntk(d.MLP(5, [6], 2), torch.randn(3, 5), mode="block")

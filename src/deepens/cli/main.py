@@ -10,6 +10,7 @@ from .common import Parser
 
 def build_parser() -> Parser:
     from .. import __version__
+    from .ntk import add_ntk
     from .train import add_evaluate, add_train
 
     parser = Parser(
@@ -21,6 +22,7 @@ def build_parser() -> Parser:
     sub.required = True
     add_train(sub)
     add_evaluate(sub)
+    add_ntk(sub)
     return parser
 
 

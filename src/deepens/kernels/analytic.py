@@ -33,7 +33,7 @@ import torch
 
 from ..errors import DeepensError, check_int, check_real
 from ..layers.distributions import Distribution, parse_distribution
-from .duals import Dual, Moments, dual_for
+from .duals import Dual, ErfDual, IdentityDual, Moments, ReluDual, dual_for
 
 __all__ = ["HiddenLayer", "Network", "InfiniteWidthKernels", "infinite_width_kernels"]
 
@@ -134,8 +134,42 @@ def _moments(u: Distribution | None) -> tuple[float, float]:
     return u.first_moment, u.second_moment
 
 
-def _summary(values: np.ndarray) -> float:
-    return float(np.mean(np.abs(values)))
+class _Pairs:
+    """Input pairs a kernel is evaluated on: a full N1 × N2 grid, or (one symmetric input set, closed-form
+    duals) the packed upper triangle i <= j, which halves the elementwise work."""
+
+    def __init__(self, n1: int, n2: int, packed: bool) -> None:
+        self.packed = packed
+        self.n1, self.n2 = n1, n2
+        if packed:
+            self.rows, self.cols = np.triu_indices(n1)
+            block = (self.rows < 64) & (self.cols < 64)
+            self.block = block
+            self.block_weight = np.where(self.rows[block] == self.cols[block], 1.0, 2.0)
+            self.block_size = min(n1, 64) ** 2
+
+    def variances(self, q1: np.ndarray, q2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (q1[self.rows], q2[self.cols]) if self.packed else (q1, q2)
+
+    def full(self, values: np.ndarray) -> np.ndarray:
+        if not self.packed:
+            return values
+        out = np.empty((self.n1, self.n1))
+        out[self.rows, self.cols] = values
+        out[self.cols, self.rows] = values
+        return out
+
+    def summary(self, values: np.ndarray) -> float:
+        """Mean |kernel| over the leading (at most 64 × 64) block of input pairs."""
+        if self.packed:
+            return float(np.sum(np.abs(values[self.block]) * self.block_weight) / self.block_size)
+        return float(np.mean(np.abs(values[:64, :64])))
+
+
+def _closed_form(dual: Dual, v: Distribution | None) -> bool:
+    if isinstance(dual, (ReluDual, IdentityDual)):
+        return True
+    return isinstance(dual, ErfDual) and (v is None or v.is_constant)
 
 
 def infinite_width_kernels(
@@ -171,8 +205,18 @@ def infinite_width_kernels(
     def dense(prev: np.ndarray, std: float, bias: float) -> np.ndarray:
         return std * std * prev + bias * bias
 
+    duals: dict = {}
+
+    def dual_of(layer: HiddenLayer) -> Dual:
+        key = layer.activation if isinstance(layer.activation, str) else id(layer.activation)
+        return duals.setdefault(key, dual_for(layer.activation))
+
+    pairs = _Pairs(x1.shape[0], x2.shape[0],
+                   packed=same_inputs and all(_closed_form(dual_of(lay), lay.v) for lay in network.layers))
     first = network.layers[0]
     inner = x1 @ x2.T / d
+    if pairs.packed:
+        inner = inner[pairs.rows, pairs.cols]
     s_same = dense(inner, first.weight_std, first.bias_std)
     s_cross = s_same.copy()
     q1 = dense(np.einsum("ij,ij->i", x1, x1) / d, first.weight_std, first.bias_std)
@@ -181,47 +225,56 @@ def infinite_width_kernels(
     t_cross = s_cross.copy()
     t_ind = np.zeros_like(s_same)
     layers_out: list[dict] = []
-    duals: dict = {}
     nexts = [(lay.weight_std, lay.bias_std) for lay in network.layers[1:]]
     nexts.append((network.readout_std, network.readout_bias_std))
+    cross_is_same = True  # until a modulation separates the members, cross-member kernels equal same-member ones
     for index, (layer, (w_std, b_std)) in enumerate(zip(network.layers, nexts, strict=True), start=1):
-        key = layer.activation if isinstance(layer.activation, str) else id(layer.activation)
-        dual: Dual = duals.setdefault(key, dual_for(layer.activation))
+        dual = dual_of(layer)
         layers_out.append({
             "layer": index,
-            "nngp_same": _summary(s_same),
-            "nngp_cross": _summary(s_cross),
-            "ntk_same": _summary(weight * t_same + t_ind),
-            "ntk_cross": _summary(weight * t_cross),
+            "nngp_same": pairs.summary(s_same),
+            "nngp_cross": pairs.summary(s_cross),
+            "ntk_same": pairs.summary(weight * t_same + t_ind),
+            "ntk_cross": pairs.summary(weight * t_cross),
             "where": "pre-activation",
         })
         v = layer.v
         if isinstance(v, Moments) and dual.name not in ("relu", "identity"):
             raise DeepensError(f"v: layer {index} needs v's distribution for activation {dual.name!r}")
+        modulated = layer.u is not None or layer.v is not None
         u1, u2 = _moments(layer.u)
-        phi_s, tdot_s, phiz_s = dual.same(q1, q2, s_same, v)
-        phi_c, tdot_c = dual.cross(q1, q2, s_cross, v)
+        p1, p2 = pairs.variances(q1, q2)
+        phi_s, tdot_s, phiz_s = dual.same(p1, p2, s_same, v)
         diag1 = dual.same(q1, q1, q1, v)[0]
         diag2 = diag1 if same_inputs else dual.same(q2, q2, q2, v)[0]
         w2 = w_std * w_std
         new_same = dense(u2 * phi_s, w_std, b_std)
-        new_cross = dense(u1 * u1 * phi_c, w_std, b_std)
         t_ind = w2 * u2 * tdot_s * t_ind
         if layer.u is not None and layer.train_u:
-            t_ind = t_ind + w2 * phi_s
+            t_ind += w2 * phi_s
         if layer.v is not None and layer.train_v:
-            t_ind = t_ind + w2 * u2 * phiz_s
-        t_same = new_same + w2 * u2 * tdot_s * t_same
-        t_cross = new_cross + w2 * u1 * u1 * tdot_c * t_cross
-        s_same, s_cross = new_same, new_cross
+            t_ind += w2 * u2 * phiz_s
+        if cross_is_same and not modulated:
+            t_same = new_same + w2 * tdot_s * t_same
+            s_same = s_cross = new_same
+            t_cross = t_same
+        else:
+            phi_c, tdot_c = dual.cross(p1, p2, s_cross, v)
+            new_cross = dense(u1 * u1 * phi_c, w_std, b_std)
+            t_same = new_same + w2 * u2 * tdot_s * t_same
+            t_cross = new_cross + w2 * u1 * u1 * tdot_c * t_cross
+            s_same, s_cross = new_same, new_cross
+            cross_is_same = False
         q1 = dense(u2 * np.asarray(diag1), w_std, b_std)
         q2 = q1 if same_inputs else dense(u2 * np.asarray(diag2), w_std, b_std)
     layers_out.append({
         "layer": len(network.layers) + 1,
-        "nngp_same": _summary(s_same),
-        "nngp_cross": _summary(s_cross),
-        "ntk_same": _summary(weight * t_same + t_ind),
-        "ntk_cross": _summary(weight * t_cross),
+        "nngp_same": pairs.summary(s_same),
+        "nngp_cross": pairs.summary(s_cross),
+        "ntk_same": pairs.summary(weight * t_same + t_ind),
+        "ntk_cross": pairs.summary(weight * t_cross),
         "where": "output",
     })
-    return InfiniteWidthKernels(s_same, s_cross, t_same, t_ind, t_cross, weight, layers_out)
+    full = pairs.full
+    return InfiniteWidthKernels(full(s_same), full(s_cross), full(t_same), full(t_ind), full(t_cross), weight,
+                                layers_out)

@@ -82,12 +82,14 @@ def _grid(q1, q2, c):
 
 
 def _rho(q1, q2, c):
+    """Correlation c/√(q1 q2) clamped to [−1, 1] (0 where a variance vanishes) and √(q1 q2)."""
     denom = np.sqrt(np.maximum(q1, 0.0) * np.maximum(q2, 0.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = np.where(denom > 0, c / np.where(denom > 0, denom, 1.0), 0.0)
-    rho = np.clip(rho, -1.0, 1.0)
+    rho = np.zeros(np.broadcast(denom, c).shape)
+    np.divide(c, denom, out=rho, where=np.broadcast_to(denom > 0, rho.shape))
+    np.clip(rho, -1.0, 1.0, out=rho)
     # within rounding of ±1 (e.g. x = x′): snap, since arccos turns an error ε into √(2ε)
-    rho = np.where(rho > 1.0 - 4e-15, 1.0, np.where(rho < -1.0 + 4e-15, -1.0, rho))
+    rho[rho > 1.0 - 4e-15] = 1.0
+    rho[rho < -1.0 + 4e-15] = -1.0
     return rho, denom
 
 
@@ -173,31 +175,46 @@ class Dual:
 
 
 class ReluDual(Dual):
+    """Arc-cosine kernels (Cho & Saul 2009) with θ = arccos ρ computed once per call:
+    k1 = √(q1q2)/(2π) (sin θ + (π − θ) cos θ), k0 = (π − θ)/(2π); the mirrored terms at −c follow from
+    θ(−ρ) = π − θ: k1(−c) = √(q1q2)/(2π) (sin θ − θ cos θ), k0(−ρ) = θ/(2π)."""
+
     name = "relu"
 
     @staticmethod
-    def k1(q1, q2, c):
+    def _arc(q1, q2, c):
         rho, denom = _rho(q1, q2, c)
         theta = np.arccos(rho)
-        return denom / _TWO_PI * (np.sin(theta) + (math.pi - theta) * np.cos(theta))
+        sin = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
+        return rho, denom / _TWO_PI, theta, sin
 
-    @staticmethod
-    def k0(q1, q2, c):
-        rho, _ = _rho(q1, q2, c)
-        return (math.pi - np.arccos(rho)) / _TWO_PI
+    @classmethod
+    def k1(cls, q1, q2, c):
+        rho, scale, theta, sin = cls._arc(q1, q2, c)
+        return scale * (sin + (math.pi - theta) * rho)
+
+    @classmethod
+    def k0(cls, q1, q2, c):
+        _, _, theta, _ = cls._arc(q1, q2, c)
+        return (math.pi - theta) / _TWO_PI
 
     def same(self, q1, q2, c, v=None):
         q1, q2, c = _grid(q1, q2, c)
         _, _, v2, p0 = _sign_moments(v)
-        k1 = self.k1(q1, q2, c)
-        return v2 * k1, v2 * self.k0(q1, q2, c), (1.0 - p0) * k1
+        rho, scale, theta, sin = self._arc(q1, q2, c)
+        k1 = scale * (sin + (math.pi - theta) * rho)
+        return v2 * k1, v2 * (math.pi - theta) / _TWO_PI, (1.0 - p0) * k1
 
     def cross(self, q1, q2, c, v=None):
         q1, q2, c = _grid(q1, q2, c)
         pos, neg, _, _ = _sign_moments(v)
         aligned, opposed = pos * pos + neg * neg, 2.0 * pos * neg
-        phi = aligned * self.k1(q1, q2, c) + (opposed * self.k1(q1, q2, -c) if opposed else 0.0)
-        tdot = aligned * self.k0(q1, q2, c) - (opposed * self.k0(q1, q2, -c) if opposed else 0.0)
+        rho, scale, theta, sin = self._arc(q1, q2, c)
+        phi = aligned * scale * (sin + (math.pi - theta) * rho)
+        tdot = aligned * (math.pi - theta) / _TWO_PI
+        if opposed:
+            phi = phi + opposed * scale * (sin - theta * rho)
+            tdot = tdot - opposed * theta / _TWO_PI
         return phi, tdot
 
 

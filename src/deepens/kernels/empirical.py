@@ -108,11 +108,6 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
-def _chunk_size(rows_per_input: int, n_params: int, max_bytes: float, itemsize: int, n: int) -> int:
-    per_input = max(rows_per_input * n_params * itemsize, 1)
-    return max(1, min(n, int(max_bytes // per_input)))
-
-
 class _Jacobians:
     """Per-chunk Jacobians of member outputs (M, B, C) w.r.t. common / individual parameters."""
 
@@ -127,22 +122,19 @@ class _Jacobians:
             return lambda params, xx: self.f(params, self.buffers, xx)
         return lambda params, xx: self.scalar_fn(self.f(params, self.buffers, xx), extra)  # (M, B, 1)
 
+
     @torch.no_grad()  # torch.func still differentiates inside; no autograd graph is kept around the result
-    def __call__(self, x: torch.Tensor, extra=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def __call__(self, x: torch.Tensor, extra=None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-parameter Jacobians (M, B, C, P_p) of the common and of the individual parameters."""
         fn = self.outputs(x, extra)
-        jc = ji = None
-        if self.common:
-            jac = jacrev(lambda p: fn({**p, **self.individual}, x))(self.common)
-            jc = torch.cat([j.reshape(j.shape[0], j.shape[1], j.shape[2], -1) for j in jac.values()], dim=-1)
-        if self.individual:
-            jac = jacrev(lambda p: fn({**self.common, **p}, x))(self.individual)
-            parts = []
-            for j in jac.values():
-                # (M, B, C, M, *shape): keep the member's own parameters, ∂f_α/∂u_α
-                j = j.reshape(j.shape[0], j.shape[1], j.shape[2], j.shape[3], -1)
-                parts.append(torch.diagonal(j, dim1=0, dim2=3).permute(3, 0, 1, 2))  # (M, B, C, P)
-            ji = torch.cat(parts, dim=-1)
-        return jc, ji
+        jac = jacrev(lambda p: fn(p, x))({**self.common, **self.individual})  # one pass for both parts
+        common = [jac[n].reshape(*jac[n].shape[:3], -1) for n in self.common]
+        individual = []
+        for n in self.individual:
+            # (M, B, C, M, *shape): keep the member's own parameters, ∂f_α/∂u_α
+            j = jac[n].reshape(*jac[n].shape[:4], -1)
+            individual.append(torch.diagonal(j, dim1=0, dim2=3).permute(3, 0, 1, 2))  # (M, B, C, P)
+        return common, individual
 
     @property
     def n_common(self) -> int:
@@ -179,6 +171,15 @@ def _contract(j1: torch.Tensor, j2: torch.Tensor, mode: str, cross: bool) -> tor
     return k
 
 
+def _transpose_block(block: torch.Tensor, mode: str, cross: bool) -> torch.Tensor:
+    """The (x′, x) block from the (x, x′) block: swap members (cross), inputs and, in full mode, outputs."""
+    if cross:
+        perm = [1, 0, 3, 2] + ([5, 4] if mode == "full" else [4] if mode == "diagonal" else [])
+    else:
+        perm = [0, 2, 1] + ([4, 3] if mode == "full" else [3] if mode == "diagonal" else [])
+    return block.permute(perm)
+
+
 def _kernel(
     jacs: _Jacobians,
     x1: torch.Tensor,
@@ -190,8 +191,11 @@ def _kernel(
     extra1=None,
     extra2=None,
 ) -> EnsembleNTK:
+    """Blocked contraction of chunk Jacobians: a panel of x1-chunks is kept in memory (half the budget)
+    while the x2-chunks stream past it, so each Jacobian is computed about (chunks / panel) times;
+    with one input set only blocks on or above the diagonal are computed, the rest by symmetry."""
     same_inputs = x2 is None
-    x2 = x1 if x2 is None else x2
+    x2 = x1 if same_inputs else x2
     extra2 = extra1 if same_inputs else extra2
     m = jacs.m
     n1, n2 = x1.shape[0], x2.shape[0]
@@ -200,27 +204,43 @@ def _kernel(
         probe = jacs.f({**jacs.common, **jacs.individual}, jacs.buffers, x1[:1])
     c = 1 if jacs.scalar_fn is not None else probe.shape[-1]
     itemsize = torch.finfo(dtype).bits // 8
-    n_params = jacs.n_common + m * jacs.n_individual  # the individual Jacobian is M× wider before slicing
-    size = chunk_size or _chunk_size(m * c * 2, max(n_params, 1), max_bytes, itemsize, max(n1, n2))
+    n_params = max(jacs.n_common + m * jacs.n_individual, 1)  # the individual Jacobian is M× wider before slicing
+    per_input = m * c * n_params * itemsize
+    # jacrev back-propagates every one-hot cotangent through the whole chunk, so its cost per input grows
+    # with the chunk, while tiny chunks make the contractions inefficient: 8 inputs by default (measured);
+    # the panel of kept chunks fills half the budget
+    size = chunk_size or max(1, min(8, int(max_bytes / 2 // per_input)))
+    panel = max(1, int(max_bytes / 2 // (per_input * size)))
     tail = {"trace": (), "full": (c, c), "diagonal": (c,)}[mode]
     common = torch.zeros((m, m, n1, n2) + tail, dtype=dtype, device=x1.device)
     individual = torch.zeros((m, n1, n2) + tail, dtype=dtype, device=x1.device)
+
     def jac(x: torch.Tensor, extra, s: slice):
         return jacs(x[s], None if extra is None else extra[s])
 
-    # the second set's Jacobians are kept when they fit in the budget, else recomputed for every block
-    keep_second = not same_inputs and n2 * m * c * max(n_params, 1) * itemsize <= max_bytes
-    second = [(s2, jac(x2, extra2, s2)) for s2 in _chunks(n2, size)] if keep_second else None
-    for s1 in _chunks(n1, size):
-        jc1, ji1 = jac(x1, extra1, s1)
-        blocks = second or (
-            (s2, (jc1, ji1) if same_inputs and s2 == s1 else jac(x2, extra2, s2)) for s2 in _chunks(n2, size)
-        )
-        for s2, (jc2, ji2) in blocks:
-            if jc1 is not None:
-                common[:, :, s1, s2] = _contract(jc1, jc2, mode, cross=True)
-            if ji1 is not None:
-                individual[:, s1, s2] = _contract(ji1, ji2, mode, cross=False)
+    chunks1 = list(_chunks(n1, size))
+    chunks2 = list(_chunks(n2, size))
+    for p0 in range(0, len(chunks1), panel):
+        slices = chunks1[p0 : p0 + panel]
+        held = [jac(x1, extra1, s1) for s1 in slices]
+        for k2, s2 in enumerate(chunks2):
+            if same_inputs and k2 < p0:
+                continue  # filled by symmetry from an earlier panel
+            j2 = held[k2 - p0] if same_inputs and k2 < p0 + len(slices) else jac(x2, extra2, s2)
+            for k1, (s1, (jc1, ji1)) in enumerate(zip(slices, held, strict=True)):
+                if same_inputs and p0 + k1 > k2:
+                    continue  # below the diagonal
+                jc2, ji2 = j2
+                if jc1:  # Θ = Σ_p J_p J_pᵀ, parameter by parameter: no concatenated Jacobian
+                    block = sum(_contract(a, b, mode, cross=True) for a, b in zip(jc1, jc2, strict=True))
+                    common[:, :, s1, s2] = block
+                    if same_inputs and s1 != s2:
+                        common[:, :, s2, s1] = _transpose_block(block, mode, cross=True)
+                if ji1:
+                    block = sum(_contract(a, b, mode, cross=False) for a, b in zip(ji1, ji2, strict=True))
+                    individual[:, s1, s2] = block
+                    if same_inputs and s1 != s2:
+                        individual[:, s2, s1] = _transpose_block(block, mode, cross=False)
     return EnsembleNTK(common, individual, _common_weight(gamma, m), mode)
 
 
@@ -354,7 +374,7 @@ def ensemble_ntk(
     mode: str = "trace",
     gamma: float | str | None = "M",
     chunk_size: int | None = None,
-    max_bytes: float = 256 * 2**20,
+    max_bytes: float = 1024 * 2**20,
     method: str = "auto",
 ) -> EnsembleNTK:
     """The empirical NTK of ``model`` between inputs ``x1`` and ``x2`` (default ``x1``), EE Eq. (9).
@@ -380,6 +400,9 @@ def ensemble_ntk(
     try:
         if not any(p.requires_grad for p in model.parameters()):
             raise DeepensError("model: has no trainable parameters, so its NTK is zero")
+        if any(isinstance(mod, Modulation) and mod.resample for mod in model.modules()):
+            raise DeepensError("model: masks redrawn at every forward (resample=True) have no fixed NTK; "
+                               "use fixed masks")
         eligible = _structured_eligible(model)
         if method == "structured" and not eligible:
             raise DeepensError("method: 'structured' needs a dense network (Linear layers and dense modulations "
@@ -410,7 +433,7 @@ def loss_ntk(
     kind: str = "nll",
     gamma: float | str | None = "M",
     chunk_size: int | None = None,
-    max_bytes: float = 256 * 2**20,
+    max_bytes: float = 1024 * 2**20,
 ) -> EnsembleNTK:
     """The "nll" (EE Eq. 59) or "target" (Eq. 60) reduction of the ensemble NTK, (M, M, N, N).
 

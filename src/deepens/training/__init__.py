@@ -11,7 +11,15 @@ from .config import TrainConfig, parse_gamma, parse_modulation
 from .losses import member_losses
 from .metrics import classification_metrics, disagreement, expected_calibration_error, member_correlation
 from .schedules import lr_factor
-from .trainer import DivergenceError, Trainer, TrainResult, evaluate_run, predict_logits, training_step
+from .trainer import (
+    DivergenceError,
+    Trainer,
+    TrainResult,
+    evaluate_run,
+    load_run,
+    predict_logits,
+    training_step,
+)
 
 __all__ = [
     "TrainConfig",
@@ -21,6 +29,7 @@ __all__ = [
     "DivergenceError",
     "train",
     "evaluate_run",
+    "load_run",
     "predict_logits",
     "build_ensemble",
     "build_reference",

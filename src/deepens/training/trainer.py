@@ -43,6 +43,7 @@ __all__ = [
     "resolve_device",
     "predict_logits",
     "evaluate_run",
+    "load_run",
 ]
 
 
@@ -350,8 +351,8 @@ class Trainer:
             raise DeepensError(f"checkpoint: {self.run.pointer_path} cannot be restored ({exc})") from None
 
 
-def evaluate_run(path: str | Path, device: str = "cpu", batch_size: int = 1024) -> dict:
-    """Rebuild a finished run's ensemble from its config and weights and evaluate it on every split."""
+def load_run(path: str | Path, device: str = "cpu") -> tuple[TrainConfig, Dataset, Ensemble]:
+    """A finished run's configuration, data and ensemble with its final weights."""
     run = RunDir(path)
     config = TrainConfig.from_dict(run.read_config())
     config.device = device
@@ -363,11 +364,17 @@ def evaluate_run(path: str | Path, device: str = "cpu", batch_size: int = 1024) 
         model.load_state_dict({k: v.to(dev) for k, v in run.read_weights().items()})
     except RuntimeError as exc:
         raise DeepensError(f"run: {run.weights_path} does not match the run's config ({exc})") from None
+    return config, data, model
+
+
+def evaluate_run(path: str | Path, device: str = "cpu", batch_size: int = 1024) -> dict:
+    """Rebuild a finished run's ensemble from its config and weights and evaluate it on every split."""
+    config, data, model = load_run(path, device)
     result = {}
     for name in ("train", "val", "test"):
         split = data.split(name)
         if len(split):
             result[name] = classification_metrics(predict_logits(model, split, batch_size), split.y)
-    result["run"] = str(run.path)
+    result["run"] = str(path)
     result["config"] = config.to_dict()
     return result
