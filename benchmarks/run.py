@@ -19,7 +19,7 @@ import torch
 import deepens
 from deepens.io import atomic_write_text
 
-from . import bench_ensembles, bench_kernels, bench_training
+from . import bench_ensembles, bench_kernels, bench_scaling, bench_training
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -159,6 +159,24 @@ def render(results: dict) -> str:
             f"{sec['tanh_modulated_200']:.2f} | (reported) |",
             "",
         ]
+    cal = results.get("cnll_speed")
+    if cal:
+        sec = cal["seconds_per_ensemble"]
+        lines += [
+            f"### {cal['name']}",
+            "",
+            "| implementation | s / ensemble | total for all ensembles (s) |",
+            "| --- | ---: | ---: |",
+            f"| SciPy bounded minimisation per fold (reference, {cal['reference_sample']} ensembles timed) | "
+            f"{sec['scipy_reference']:.3f} | {cal['seconds_total']['scipy_reference_extrapolated']:.0f} "
+            "(extrapolated) |",
+            f"| deepens `calibrated_nll` (all ensembles at once) | {sec['deepens']:.4f} | "
+            f"{cal['seconds_total']['deepens']:.1f} |",
+            "",
+            f"- speed-up **{cal['speedup']:.1f}×**: target {_check(cal['speedup'], 20.0, '>=')}; largest difference "
+            f"from the reference {cal['max_abs_diff']:.1e}: target {_check(cal['max_abs_diff'], 1e-4, '<=')}",
+            "",
+        ]
     mem = results.get("batch_memory")
     if mem:
         rows = mem["rows"]
@@ -193,7 +211,7 @@ def write_docs(results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,ntk,analytic,training,memory")
+    parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,ntk,analytic,cnll,training,memory")
     parser.add_argument("--no-write", action="store_true", help="print results without updating docs/")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -210,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     if not only or "analytic" in only:
         print("analytic kernels ...", flush=True)
         results["analytic_kernels"] = bench_kernels.analytic_kernels()
+    if not only or "cnll" in only:
+        print("CNLL speed ...", flush=True)
+        results["cnll_speed"] = bench_scaling.cnll_speed()
     if not only or "training" in only:
         print("deepens train on digits ...", flush=True)
         results["digits_acceptance"] = bench_training.digits_acceptance(args.device)

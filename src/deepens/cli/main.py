@@ -11,6 +11,7 @@ from .common import Parser
 def build_parser() -> Parser:
     from .. import __version__
     from .ntk import add_ntk
+    from .scaling import add_scaling
     from .train import add_evaluate, add_train
 
     parser = Parser(
@@ -23,6 +24,7 @@ def build_parser() -> Parser:
     add_train(sub)
     add_evaluate(sub)
     add_ntk(sub)
+    add_scaling(sub)
     return parser
 
 

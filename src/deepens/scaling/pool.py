@@ -1,0 +1,84 @@
+"""Ensembles built from a pool of trained networks (power-laws paper §3).
+
+Given ℓ trained networks of one size, for each ensemble size n the pool is permuted (seeded) and cut
+into ⌊ℓ/n⌋ disjoint ensembles of n distinct networks; NLL, CNLL and accuracy are averaged over them.
+Points averaged over fewer than 3 ensembles are flagged ``reliable = False`` and, by default, left out
+of power-law fits (as in the paper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DeepensError, check_int
+from .calibration import calibrated_nll
+from .powerlaw import fit_power_law, predict_from_prefix
+
+__all__ = ["pool_ensembles", "pool_curve", "fit_pool_curve"]
+
+MIN_ENSEMBLES = 3
+
+
+def pool_ensembles(pool_size: int, n: int, seed: int = 0) -> np.ndarray:
+    """Indices (⌊ℓ/n⌋, n) of disjoint ensembles of n distinct networks drawn from a pool of ℓ."""
+    pool_size = check_int("pool_size", pool_size, minimum=1)
+    n = check_int("n", n, minimum=1)
+    if n > pool_size:
+        raise DeepensError(f"n: an ensemble of {n} needs at least {n} networks in the pool, which has {pool_size}")
+    perm = np.random.default_rng([seed, n]).permutation(pool_size)
+    count = pool_size // n
+    return perm[: count * n].reshape(count, n)
+
+
+def pool_curve(
+    logits,
+    labels,
+    *,
+    sizes: Sequence[int] | None = None,
+    seed: int = 0,
+    temperature: str = "before",
+    cv: str = "halves",
+    repeats: int = 5,
+    dtype: torch.dtype = torch.float32,
+) -> list[dict]:
+    """NLL, CNLL and accuracy of ensembles of each size n drawn from a pool.
+
+    ``logits`` is (ℓ, N, C): the pool's networks on one evaluation set. Returns one row per n with the
+    mean and std over the ⌊ℓ/n⌋ ensembles and ``reliable`` (at least 3 ensembles).
+    """
+    z = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
+    if z.dim() != 3:
+        raise DeepensError(f"logits: expected a pool (networks, samples, classes), got shape {tuple(z.shape)}")
+    pool = z.shape[0]
+    sizes = list(range(1, pool + 1)) if sizes is None else [check_int("sizes", s, minimum=1) for s in sizes]
+    rows = []
+    for n in sizes:
+        groups = pool_ensembles(pool, n, seed)
+        metrics = calibrated_nll(z[torch.as_tensor(groups)], labels, temperature=temperature, cv=cv,
+                                 repeats=repeats, seed=seed, dtype=dtype)
+        row = {"n": n, "ensembles": len(groups), "reliable": len(groups) >= MIN_ENSEMBLES}
+        for key, source in (("nll", "nll"), ("cnll", "cnll"), ("accuracy", "accuracy_uncalibrated"),
+                            ("temperature", "temperature")):
+            values = np.asarray(metrics[source], dtype=np.float64)
+            row[f"{key}_mean"] = float(values.mean())
+            row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def fit_pool_curve(rows: list[dict], *, key: str = "cnll_mean", reliable_only: bool = True,
+                   predict_k: int | None = 4) -> dict:
+    """The power law of a pool curve (power-laws Eq. 6) and, optionally, the prediction of larger n from
+    n <= ``predict_k`` (§7)."""
+    used = [r for r in rows if r["reliable"] or not reliable_only]
+    result: dict = {"key": key, "points": [r["n"] for r in used]}
+    result["fit"] = fit_power_law([r["n"] for r in used], [r[key] for r in used]).to_dict()
+    if predict_k is not None:
+        if sum(r["n"] <= predict_k for r in used) >= 3 and any(r["n"] > predict_k for r in used):
+            result["prediction"] = predict_from_prefix([r["n"] for r in used], [r[key] for r in used], predict_k)
+        else:
+            result["prediction"] = None
+    return result
