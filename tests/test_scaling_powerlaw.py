@@ -171,7 +171,9 @@ def test_fit_pool_curve_uses_reliable_points_and_predicts():
     fitted = fit_pool_curve(rows)
     assert fitted["points"] == list(range(1, 13))  # points from fewer than 3 ensembles left out
     assert fitted["fit"]["a"] == pytest.approx(-0.7, abs=1e-5) and fitted["fit"]["c"] == pytest.approx(0.6, abs=1e-6)
-    assert [r["m"] for r in fitted["prediction"]["predictions"]] == list(range(5, 13))
-    assert fitted["prediction"]["max_abs_error"] < 1e-6
+    predictions = fitted["prediction"]["predictions"]
+    assert [r["m"] for r in predictions] == list(range(5, 17))  # compared with every measured n > 4
+    assert all(abs(r["error"]) < 1e-6 for r in predictions if r["reliable"])
+    assert all(r["error"] == pytest.approx(-0.05, abs=1e-6) for r in predictions if not r["reliable"])
     everything = fit_pool_curve(rows, reliable_only=False, predict_k=None)
     assert everything["points"] == list(range(1, 17)) and "prediction" not in everything

@@ -72,13 +72,20 @@ def pool_curve(
 def fit_pool_curve(rows: list[dict], *, key: str = "cnll_mean", reliable_only: bool = True,
                    predict_k: int | None = 4) -> dict:
     """The power law of a pool curve (power-laws Eq. 6) and, optionally, the prediction of larger n from
-    n <= ``predict_k`` (§7)."""
+    n <= ``predict_k`` (§7). The fit uses the reliable points; predictions are compared with every
+    measured point beyond ``predict_k``, reliable or not (each row's ``reliable`` flag is kept)."""
     used = [r for r in rows if r["reliable"] or not reliable_only]
     result: dict = {"key": key, "points": [r["n"] for r in used]}
     result["fit"] = fit_power_law([r["n"] for r in used], [r[key] for r in used]).to_dict()
     if predict_k is not None:
-        if sum(r["n"] <= predict_k for r in used) >= 3 and any(r["n"] > predict_k for r in used):
-            result["prediction"] = predict_from_prefix([r["n"] for r in used], [r[key] for r in used], predict_k)
+        prefix = [r for r in used if r["n"] <= predict_k]
+        later = [r for r in rows if r["n"] > predict_k]
+        if len(prefix) >= 3 and later:
+            pts = prefix + later
+            result["prediction"] = predict_from_prefix([r["n"] for r in pts], [r[key] for r in pts], predict_k)
+            reliable = {r["n"]: r["reliable"] for r in rows}
+            for row in result["prediction"]["predictions"]:
+                row["reliable"] = reliable[int(row["m"])]
         else:
             result["prediction"] = None
     return result
