@@ -22,6 +22,7 @@ from deepens.scaling import (
     WidthFamily,
     budget_envelope,
     fit_pool_curve,
+    fit_power_law,
     memory_split_table,
     pool_curve,
     predict_memory_split,
@@ -32,6 +33,7 @@ from deepens.training import TrainConfig, Trainer
 ROOT = Path(__file__).resolve().parent.parent
 WIDTHS = (16, 32, 64, 128)
 POOL = 48
+TAUS = (0.5, 1.0, 2.0)
 
 
 def train_pools(out: Path, epochs: int) -> dict[int, Path]:
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = y if labels is None else labels
         assert np.array_equal(labels, y), "pools must share the test set"
         size = float(params_per_network(width))
-        curves[size] = pool_curve(logits, y, sizes=range(1, 25))
+        curves[size] = pool_curve(logits, y, sizes=range(1, 25), fixed_temperatures=TAUS)
         fits[size] = fit_pool_curve(curves[size], predict_k=4)
         accuracy[size] = json.loads((run / "metrics.json").read_text())["test"]["member_accuracy"]
     figures = ROOT / "docs" / "figures"
@@ -83,15 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     budgets = [float(params_per_network(w)) for w in (32, 64, 128)]
     tables = [memory_split_table(curves, b, tolerance=0.1) for b in budgets]
     predictions = [predict_memory_split(curves, b, family, max_members=24) for b in budgets]
+    tau_fits = {str(s): {str(t): fit_pool_curve(curves[s], key=f"nll_tau{t:g}_mean", predict_k=None)["fit"]
+                         for t in TAUS} for s in curves}
+    sizes = sorted(curves)
+    size_law = fit_power_law(sizes, [next(r for r in curves[s] if r["n"] == 1)["cnll_mean"] for s in sizes]).to_dict()
     summary = {"curves": {str(k): v for k, v in curves.items()}, "fits": {str(k): v for k, v in fits.items()},
-               "envelope": envelope, "msa": tables, "predicted_splits": predictions}
+               "fixed_temperature_fits": tau_fits, "cnll1_vs_size": size_law, "envelope": envelope, "msa": tables,
+               "predicted_splits": predictions}
     atomic_write_text(ROOT / "docs" / "power-laws.json", json.dumps(summary, indent=1, default=float) + "\n")
-    atomic_write_text(ROOT / "docs" / "power-laws.md", render(curves, fits, accuracy, envelope, tables, predictions))
+    atomic_write_text(ROOT / "docs" / "power-laws.md",
+                      render(curves, fits, accuracy, envelope, tables, predictions, tau_fits, size_law))
     print((ROOT / "docs" / "power-laws.md").read_text())
     return 0
 
 
-def render(curves, fits, accuracy, envelope, tables, predictions) -> str:
+def render(curves, fits, accuracy, envelope, tables, predictions, tau_fits, size_law) -> str:
     lines = [
         "# Power laws of a real pool",
         "",
@@ -124,6 +132,18 @@ def render(curves, fits, accuracy, envelope, tables, predictions) -> str:
         errors = {int(r["m"]): r["error"] for r in pred["predictions"]}
         lines.append(f"| {width} | " + " | ".join(f"{errors.get(n, float('nan')):+.4f}" for n in (8, 12, 16, 20, 24))
                      + f" | {pred['rmse']:.4f} |")
+    lines += ["", "## NLL at a fixed temperature (power-laws §4, Fig. 2)", "",
+              "NLL_n(τ) with τ applied before averaging, fitted per width and temperature:", "",
+              "| width | " + " | ".join(f"τ = {t:g}: a, b, c, RMSE" for t in TAUS) + " |",
+              "| ---: | " + " | ".join("---" for _ in TAUS) + " |"]
+    for width, size in zip(WIDTHS, sorted(curves), strict=True):
+        cells = []
+        for t in TAUS:
+            f = tau_fits[str(size)][str(t)]
+            cells.append(f"{f['a']:.3f}, {f['b']:.3f}, {f['c']:.3f}, {f['rmse']:.1e}")
+        lines.append(f"| {width} | " + " | ".join(cells) + " |")
+    lines += ["", f"CNLL of a single network against its size (§5): c + b·s^a with a = {size_law['a']:.3f}, "
+              f"b = {size_law['b']:.3g}, c = {size_law['c']:.4f} (RMSE {size_law['rmse']:.1e}, 4 sizes).", ""]
     env = envelope.get("fit")
     lines += ["", "## CNLL against the memory budget and the Memory Split Advantage", ""]
     if env:

@@ -149,3 +149,19 @@ def test_small_test_sets_fall_back_to_exact_folds():
     z, y = members(2, points=40, seed=8)  # fold temperatures far from the whole-set one
     ours = calibrated_nll(z, y, dtype=torch.float64)
     assert ours["cnll"] == pytest.approx(reference_cnll(z, y), abs=1e-6)
+
+
+@pytest.mark.parametrize("temperature", ["before", "after"])
+def test_nll_at_fixed_temperature(temperature):
+    from deepens.scaling import nll_at_temperature
+
+    z, y = members(3, seed=9)
+    tau = 1.7
+    if temperature == "before":
+        lp = logsumexp(log_softmax(z / tau, axis=-1)[:, np.arange(len(y)), y], axis=0) - math.log(3)
+    else:
+        pooled = logsumexp(log_softmax(z, axis=-1), axis=0) - math.log(3)
+        lp = log_softmax(pooled / tau, axis=-1)[np.arange(len(y)), y]
+    assert nll_at_temperature(z, y, tau, temperature=temperature) == pytest.approx(-lp.mean(), abs=1e-12)
+    many = nll_at_temperature(np.stack([z, z]), y, tau, temperature=temperature)
+    assert many.shape == (2,) and many[0] == pytest.approx(-lp.mean(), abs=1e-12)

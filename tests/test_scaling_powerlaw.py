@@ -177,3 +177,18 @@ def test_fit_pool_curve_uses_reliable_points_and_predicts():
     assert all(r["error"] == pytest.approx(-0.05, abs=1e-6) for r in predictions if not r["reliable"])
     everything = fit_pool_curve(rows, reliable_only=False, predict_k=None)
     assert everything["points"] == list(range(1, 17)) and "prediction" not in everything
+
+
+def test_pool_curve_at_fixed_temperatures_follows_a_power_law():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 5, 400)
+    pool = rng.normal(size=(24, 400, 5)) * 1.5
+    pool[:, np.arange(400), y] += 1.2
+    rows = pool_curve(pool, y, sizes=range(1, 9), fixed_temperatures=(1.0, 2.0))
+    from deepens.scaling import nll_at_temperature
+
+    groups = pool_ensembles(24, 2, seed=0)
+    assert rows[1]["nll_tau2_mean"] == pytest.approx(np.mean(nll_at_temperature(pool[groups], y, 2.0)), abs=1e-9)
+    assert rows[1]["nll_tau1_mean"] == pytest.approx(rows[1]["nll_mean"], abs=1e-5)
+    law = fit_pool_curve(rows, key="nll_tau2_mean", predict_k=None)["fit"]
+    assert law["a"] < 0 and law["rmse"] < 0.01

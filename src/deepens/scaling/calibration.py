@@ -25,7 +25,7 @@ import torch
 
 from ..errors import DeepensError, check_choice, check_int, check_real
 
-__all__ = ["calibrated_nll", "lower_envelope_nll", "reference_cnll", "cv_folds"]
+__all__ = ["calibrated_nll", "nll_at_temperature", "lower_envelope_nll", "reference_cnll", "cv_folds"]
 
 
 def cv_folds(n_points: int, repeats: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -297,6 +297,16 @@ def calibrated_nll(
     result.update({"temperature_mode": temperature, "cv": cv, "repeats": repeats if cv == "halves" else 0,
                    "seed": seed})
     return result
+
+
+def nll_at_temperature(logits, labels, tau: float, *, temperature: str = "before") -> np.ndarray | float:
+    """NLL_n(τ) at a fixed temperature (power-laws §4, Fig. 2) of one ensemble or of many at once."""
+    check_choice("temperature", temperature, ("before", "after"))
+    tau = check_real("tau", tau, low=0.0, low_open=True)
+    z, y, single = _as_logits(logits, labels)
+    t = torch.full((z.shape[0],), -math.log(tau), dtype=torch.float64)
+    values = _Objective(z.double(), y, temperature).value(t).numpy()
+    return float(values[0]) if single else values
 
 
 def lower_envelope_nll(logits, labels, *, temperature: str = "before", bounds: tuple[float, float] = (0.01, 100.0),

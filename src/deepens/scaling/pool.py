@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import DeepensError, check_int
-from .calibration import calibrated_nll
+from .calibration import calibrated_nll, nll_at_temperature
 from .powerlaw import fit_power_law, predict_from_prefix
 
 __all__ = ["pool_ensembles", "pool_curve", "fit_pool_curve"]
@@ -43,11 +43,13 @@ def pool_curve(
     cv: str = "halves",
     repeats: int = 5,
     dtype: torch.dtype = torch.float32,
+    fixed_temperatures: Sequence[float] = (),
 ) -> list[dict]:
     """NLL, CNLL and accuracy of ensembles of each size n drawn from a pool.
 
     ``logits`` is (ℓ, N, C): the pool's networks on one evaluation set. Returns one row per n with the
-    mean and std over the ⌊ℓ/n⌋ ensembles and ``reliable`` (at least 3 ensembles).
+    mean and std over the ⌊ℓ/n⌋ ensembles and ``reliable`` (at least 3 ensembles); for every τ in
+    ``fixed_temperatures`` also ``nll_tau{τ}_mean`` / ``_std``, the NLL at that fixed temperature.
     """
     z = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
     if z.dim() != 3:
@@ -65,6 +67,10 @@ def pool_curve(
             values = np.asarray(metrics[source], dtype=np.float64)
             row[f"{key}_mean"] = float(values.mean())
             row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        for tau in fixed_temperatures:
+            values = np.atleast_1d(nll_at_temperature(z[torch.as_tensor(groups)], labels, tau, temperature=temperature))
+            row[f"nll_tau{tau:g}_mean"] = float(values.mean())
+            row[f"nll_tau{tau:g}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         rows.append(row)
     return rows
 
