@@ -197,3 +197,22 @@ def test_method_choice_and_refusals():
         ensemble_ntk(d.MCDropout(d.MLP(5, [6], 2), 2, resample=True), torch.randn(3, 5))
     with pytest.raises(d.DeepensError, match="mode"):
         ensemble_ntk(d.MLP(5, [6], 2), torch.randn(3, 5), mode="block")
+
+
+def test_member_averages_equal_their_definition_on_the_total_kernel():
+    model = d.BatchEnsemble(d.MLP(5, [6], 3).double(), 4, seed=0)
+    k = ensemble_ntk(model, torch.randn(3, 5, dtype=torch.float64), gamma=2.0)
+    t = k.total()
+    eye = torch.eye(4, dtype=torch.bool)
+    assert torch.allclose(k.same_member(), t[eye].mean(0), atol=1e-13)
+    assert torch.allclose(k.cross_member(), t[~eye].mean(0), atol=1e-13)
+
+
+def test_deep_ensemble_of_many_members_allocates_no_common_block():
+    """No shared parameters: the common part is a stride-0 view, so 3000 members × 40 inputs cost
+    only their own (M, N, N) kernels (a dense (M, M, N, N) block would take 115 GB)."""
+    ens = d.DeepEnsemble(d.MLP(2, [4], 1), 3000, seed=0)
+    k = ensemble_ntk(ens, torch.randn(40, 2))
+    assert k.common.stride() == (0, 0, 0, 0) and k.individual.shape == (3000, 40, 40)
+    assert float(k.cross_member().abs().max()) == 0
+    assert torch.allclose(k.same_member(), k.individual.mean(0))

@@ -69,18 +69,18 @@ class EnsembleNTK:
 
     def same_member(self) -> torch.Tensor:
         """Mean over α of Θ_{αα}, shape (N1, N2, ...)."""
-        t = self.total()
         idx = torch.arange(self.members)
-        return t[idx, idx].mean(0)
+        return (self.common[idx, idx] * self.common_weight + self.individual).mean(0)
 
     def cross_member(self) -> torch.Tensor:
-        """Mean over α ≠ β of Θ_{αβ}, shape (N1, N2, ...); zeros for a single member."""
+        """Mean over α ≠ β of Θ_{αβ} = γ/M Θ^com_{αβ}, shape (N1, N2, ...); zeros for a single member."""
         m = self.members
         if m < 2:
-            return torch.zeros_like(self.common[0, 0])
-        t = self.total()
-        mask = ~torch.eye(m, dtype=torch.bool, device=t.device)
-        return t[mask].mean(0)
+            return torch.zeros_like(self.individual[0])
+        idx = torch.arange(m)
+        # Σ_{α≠β} = Σ_{all} − Σ_{α=β}, without materialising the (M, M, ...) total
+        off = self.common.sum((0, 1)) - self.common[idx, idx].sum(0)
+        return off * self.common_weight / (m * (m - 1))
 
 
 def _split_parameters(model: nn.Module) -> tuple[dict, dict, dict, float, int]:
@@ -125,15 +125,24 @@ class _Jacobians:
 
     @torch.no_grad()  # torch.func still differentiates inside; no autograd graph is kept around the result
     def __call__(self, x: torch.Tensor, extra=None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per-parameter Jacobians (M, B, C, P_p) of the common and of the individual parameters."""
+        """Per-parameter Jacobians (M, B, C, P_p) of the common and of the individual parameters.
+
+        Common parameters need the Jacobian of every member's outputs (M·B·C cotangents). A member's
+        outputs depend on its own individual parameters only, so ∂f_α/∂u_α is the Jacobian of the
+        member-summed outputs Σ_α f_α (B·C cotangents): M times fewer backward passes and M times less
+        memory than slicing the diagonal out of the full Jacobian.
+        """
         fn = self.outputs(x, extra)
-        jac = jacrev(lambda p: fn(p, x))({**self.common, **self.individual})  # one pass for both parts
-        common = [jac[n].reshape(*jac[n].shape[:3], -1) for n in self.common]
-        individual = []
-        for n in self.individual:
-            # (M, B, C, M, *shape): keep the member's own parameters, ∂f_α/∂u_α
-            j = jac[n].reshape(*jac[n].shape[:4], -1)
-            individual.append(torch.diagonal(j, dim1=0, dim2=3).permute(3, 0, 1, 2))  # (M, B, C, P)
+        common: list[torch.Tensor] = []
+        individual: list[torch.Tensor] = []
+        if self.common:
+            jac = jacrev(lambda p: fn({**p, **self.individual}, x))(self.common)
+            common = [jac[n].reshape(*jac[n].shape[:3], -1) for n in self.common]
+        if self.individual:
+            jac = jacrev(lambda p: fn({**self.common, **p}, x).sum(0))(self.individual)
+            for n in self.individual:
+                j = jac[n].reshape(*jac[n].shape[:3], -1)  # (B, C, M, P)
+                individual.append(j.permute(2, 0, 1, 3))  # (M, B, C, P)
         return common, individual
 
     @property
@@ -204,15 +213,15 @@ def _kernel(
         probe = jacs.f({**jacs.common, **jacs.individual}, jacs.buffers, x1[:1])
     c = 1 if jacs.scalar_fn is not None else probe.shape[-1]
     itemsize = torch.finfo(dtype).bits // 8
-    n_params = max(jacs.n_common + m * jacs.n_individual, 1)  # the individual Jacobian is M× wider before slicing
-    per_input = m * c * n_params * itemsize
+    # per input: the common Jacobian (M, C, P_com) and the individual one (C, M·P_ind)
+    per_input = max(c * (m * jacs.n_common + m * jacs.n_individual), 1) * itemsize
     # jacrev back-propagates every one-hot cotangent through the whole chunk, so its cost per input grows
     # with the chunk, while tiny chunks make the contractions inefficient: 8 inputs by default (measured);
     # the panel of kept chunks fills half the budget
     size = chunk_size or max(1, min(8, int(max_bytes / 2 // per_input)))
     panel = max(1, int(max_bytes / 2 // (per_input * size)))
     tail = {"trace": (), "full": (c, c), "diagonal": (c,)}[mode]
-    common = torch.zeros((m, m, n1, n2) + tail, dtype=dtype, device=x1.device)
+    common = _common_zeros(bool(jacs.common), (m, m, n1, n2) + tail, dtype, x1.device)
     individual = torch.zeros((m, n1, n2) + tail, dtype=dtype, device=x1.device)
 
     def jac(x: torch.Tensor, extra, s: slice):
@@ -242,6 +251,14 @@ def _kernel(
                     if same_inputs and s1 != s2:
                         individual[:, s2, s1] = _transpose_block(block, mode, cross=False)
     return EnsembleNTK(common, individual, _common_weight(gamma, m), mode)
+
+
+def _common_zeros(needed: bool, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+    """The common kernel's accumulator; without shared parameters a stride-0 view of one zero, so a deep
+    ensemble of thousands of members never allocates its (M, M, N1, N2) block of zeros."""
+    if needed:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    return torch.zeros((), dtype=dtype, device=device).expand(shape)
 
 
 def _structured_eligible(model: nn.Module) -> bool:
@@ -307,7 +324,9 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
     dtype = out.dtype
     tail = {"trace": (), "full": (c, c), "diagonal": (c,)}[mode]
     n2 = n - n1 if x2 is not None else n
-    common = torch.zeros((m, m, n1, n2) + tail, dtype=dtype, device=out.device)
+    has_common = any(not isinstance(mod, Modulation) and not (
+        isinstance(mod, StackedLinear) or (is_ensemble and id(mod.weight) not in shared_ids)) for mod, _, _ in active)
+    common = _common_zeros(has_common, (m, m, n1, n2) + tail, dtype, out.device)
     individual = torch.zeros((m, n1, n2) + tail, dtype=dtype, device=out.device)
     right = slice(n1, n) if x2 is not None else slice(0, n)
 
