@@ -6,10 +6,13 @@ Shape convention: the member axis comes first, (M, B, ...).
 
 from .ensembles import (
     BatchEnsemble,
+    CollegialMLP,
     DeepEnsemble,
     Ensemble,
     LastLayerDropout,
     MCDropout,
+    ResNeXt29,
+    ResNeXtBottleneck,
     VectorizedEnsemble,
     vectorize,
 )
@@ -47,5 +50,8 @@ __all__ = [
     "LastLayerDropout",
     "VectorizedEnsemble",
     "vectorize",
+    "CollegialMLP",
+    "ResNeXtBottleneck",
+    "ResNeXt29",
     "__version__",
 ]

@@ -2,6 +2,7 @@
 
 from .base import Ensemble
 from .batch import BatchEnsemble, MCDropout
+from .collegial import CollegialMLP, ResNeXt29, ResNeXtBottleneck
 from .deep import DeepEnsemble
 from .lld import LastLayerDropout
 from .vectorize import VectorizedEnsemble, vectorize
@@ -14,4 +15,7 @@ __all__ = [
     "LastLayerDropout",
     "VectorizedEnsemble",
     "vectorize",
+    "CollegialMLP",
+    "ResNeXtBottleneck",
+    "ResNeXt29",
 ]

@@ -1,6 +1,7 @@
 """Building blocks: modulation distributions, parameterized layers and member-aware layers."""
 
 from .activations import Erf, make_activation
+from .blockdiag import BlockDiagonalLinear
 from .distributions import (
     Bernoulli,
     Constant,
@@ -34,4 +35,5 @@ __all__ = [
     "Modulation",
     "ModulatedReadout",
     "Tile",
+    "BlockDiagonalLinear",
 ]
