@@ -1,6 +1,7 @@
 """Kernels: empirical ensemble NTKs (torch.func), analytic infinite-width kernels, regimes, predictions."""
 
 from .analytic import HiddenLayer, InfiniteWidthKernels, Network, infinite_width_kernels
+from .drift import kernel_drift
 from .duals import Moments, dual_for
 from .empirical import (
     EnsembleNTK,
@@ -31,4 +32,5 @@ __all__ = [
     "regime",
     "kernel_predict",
     "ensemble_mean_kernel",
+    "kernel_drift",
 ]
