@@ -10,6 +10,7 @@ from .common import Parser
 
 def build_parser() -> Parser:
     from .. import __version__
+    from .design import add_design
     from .ntk import add_ntk
     from .scaling import add_scaling
     from .train import add_evaluate, add_train
@@ -25,6 +26,7 @@ def build_parser() -> Parser:
     add_evaluate(sub)
     add_ntk(sub)
     add_scaling(sub)
+    add_design(sub)
     return parser
 
 

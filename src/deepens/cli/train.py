@@ -31,6 +31,8 @@ OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--parameterization",), "parameterization", dict(choices=("standard", "ntk"))),
     (("--ensemble",), "ensemble", dict(choices=ENSEMBLES, help="ensemble kind (default deep)")),
     (("--members", "-M"), "members", dict(type=int, help="number of members M (default 8)")),
+    (("--multiplicity",), "multiplicity", dict(type=int, help="collegial: networks summed with m^{-1/2} in each "
+                                                           "member (CE Eq. 4, default 1)")),
     (("--modulation",), "modulation", dict(help="one distribution for every modulation (shifted-normal:0.3, "
                                                  "normal:0,1, bernoulli:0.9, ternary:0.25,0.5,0.25, sign, "
                                                  "constant:1) or one per kind: u=DIST,v=DIST")),
@@ -72,8 +74,8 @@ def add_train(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train an ensemble into a run directory",
-        description="Train a deep ensemble, BatchEnsemble, MC-dropout or LLD ensemble (EE Eqs. 2-4) and write "
-        "a run directory (config, metrics, logits, weights, checkpoints).",
+        description="Train a deep ensemble, BatchEnsemble, MC-dropout, LLD or collegial ensemble (EE Eqs. 2-4, "
+        "CE Eq. 4) and write a run directory (config, metrics, logits, weights, checkpoints).",
     )
     for flags, dest, kwargs in OPTIONS:
         p.add_argument(*flags, dest=dest, default=S, **kwargs)

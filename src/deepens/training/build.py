@@ -33,6 +33,16 @@ def build_reference(config: TrainConfig, data: Dataset) -> nn.Module:
                        parameterization=config.parameterization)
 
 
+def _collegial(config: TrainConfig, data: Dataset, net: MLP) -> nn.Module:
+    """One collegial model: ``multiplicity`` copies of the reference MLP summed with m^{-1/2} (CE Eq. 4)."""
+    from ..ensembles.collegial import CollegialMLP
+
+    fc = [layer for layer in net if isinstance(layer, nn.Linear)]
+    return CollegialMLP(net.in_features, list(net.widths), net.out_features, config.multiplicity, config.activation,
+                        config.bias, config.parameterization, weight_std=fc[0].weight_std, bias_std=fc[0].bias_std,
+                        readout_std=fc[-1].weight_std, seed=config.seed)
+
+
 def _mask(config: TrainConfig, default: str) -> Distribution | str:
     spec = parse_modulation(config.modulation)
     if spec is None:
@@ -57,6 +67,10 @@ def build_ensemble(config: TrainConfig, data: Dataset) -> Ensemble:
     """The ensemble of ``config.members`` members; every random choice derives from ``config.seed``."""
     net = build_reference(config, data)
     kind, m, seed = config.ensemble, config.members, config.seed
+    if kind == "collegial":
+        if config.modulation is not None:
+            raise DeepensError("modulation: a collegial ensemble has no modulations; drop --modulation")
+        return vectorize(_collegial(config, data, net), m, seed=seed)
     if kind in ("deep", "vectorized"):
         if config.modulation is not None:
             raise DeepensError(f"modulation: a {kind} ensemble has no modulations; drop --modulation")

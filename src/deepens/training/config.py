@@ -18,7 +18,7 @@ from ..layers.distributions import Distribution, parse_distribution
 
 __all__ = ["TrainConfig", "parse_modulation", "parse_gamma", "ENSEMBLES", "MODELS", "SCHEDULES"]
 
-ENSEMBLES = ("deep", "batch", "mc-dropout", "lld", "vectorized")
+ENSEMBLES = ("deep", "batch", "mc-dropout", "lld", "vectorized", "collegial")
 MODELS = ("mlp", "convnet")
 SCHEDULES = ("constant", "step", "cosine", "ee")
 OPTIMIZERS = ("sgd", "adam")
@@ -89,6 +89,7 @@ class TrainConfig:
     # ensemble
     ensemble: str = "deep"
     members: int = 8
+    multiplicity: int = 1  # collegial: each member sums m networks of the given widths with m^{-1/2} (CE Eq. 4)
     modulation: str | None = None  # default per kind: batch N(0,1) u and v; mc-dropout bernoulli; lld N(0,1)
     layers: list[int] | None = None  # hidden layers carrying modulations (batch, mc-dropout); None: all
     trainable: bool = True  # BatchEnsemble modulations trainable (False: frozen)
@@ -135,6 +136,13 @@ class TrainConfig:
         check_real("width", self.width, low=0.0, low_open=True)
         check_choice("ensemble", self.ensemble, ENSEMBLES)
         check_int("members", self.members, minimum=1)
+        check_int("multiplicity", self.multiplicity, minimum=1)
+        if self.ensemble == "collegial" and self.model != "mlp":
+            raise DeepensError("model: a collegial ensemble (block-diagonal layers) is built from an MLP; "
+                               "use --model mlp")
+        if self.multiplicity != 1 and self.ensemble != "collegial":
+            raise DeepensError("multiplicity: only a collegial ensemble has a multiplicity; "
+                               f"got --ensemble {self.ensemble}")
         parse_modulation(self.modulation)
         if self.layers is not None:
             self.layers = [check_int("layers", i) for i in self.layers]
