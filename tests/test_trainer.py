@@ -245,3 +245,23 @@ def test_gamma_values():
     for bad in ("x", -1, 0, "nan"):
         with pytest.raises(d.DeepensError, match="gamma"):
             TrainConfig(gamma=bad).validate()
+
+
+def test_collegial_members_are_scaled_sums_of_m_networks():
+    """Each trained collegial member equals m^{-1/2} Σ_j of its m subnetworks (CE Eq. 4), and the members
+    are independently initialised."""
+    cfg = TrainConfig(**{**TINY, "ensemble": "collegial", "multiplicity": 3, "widths": [8, 8], "epochs": 1})
+    result = train(cfg, progress=False)
+    ens = result.model
+    x = result.data.test.x[:20]
+    with torch.no_grad():
+        out = ens(x)
+        assert out.shape == (3, 20, 10)
+        for a in range(3):
+            member = ens.member(a)
+            assert torch.allclose(member(x), out[a], atol=1e-6)
+            nets = [member.subnetwork(j) for j in range(3)]
+            explicit = sum(net(x) for net in nets) / 3 ** 0.5
+            assert torch.allclose(out[a], explicit, atol=1e-5)
+        assert not torch.allclose(out[0], out[1])
+

@@ -85,3 +85,23 @@ def test_seeded_template_and_first_k():
     x = torch.randn(3, 4)
     assert torch.allclose(a.first(2)(x), a(x)[:2], atol=1e-6)
     assert a.first(2).stacked.fc1.weight.shape[0] == 2
+
+
+def test_member_returns_the_original_module():
+    modules = [make() for _ in range(M)]
+    for m in modules:
+        m.train()(torch.randn(32, 6, dtype=torch.float64))
+    ens = d.vectorize(copy.deepcopy(modules)).eval()
+    x = torch.randn(5, 6, dtype=torch.float64)
+    for i, m in enumerate(modules):
+        member = ens.member(i).eval()
+        assert type(member) is type(m)
+        assert torch.equal(member(x), m.eval()(x))
+        for name, b in m.named_buffers():
+            assert torch.equal(member.get_buffer(name), b)
+    try:
+        ens.member(M)
+    except d.DeepensError as err:
+        assert "index" in str(err)
+    else:
+        raise AssertionError("member(M) must raise")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..errors import DeepensError
+from ..errors import DeepensError, check_int
 from .base import Ensemble
 from .deep import check_same_structure, member_modules
 from .graph import trace
@@ -70,6 +70,19 @@ class VectorizedEnsemble(Ensemble):
         new = super().first(k)
         new.truncate_members_(k)
         return new
+
+    def member(self, index: int) -> nn.Module:
+        """Member ``index`` as a plain module of the template's class, with its own weights and buffers."""
+        index = check_int("index", index, minimum=0)
+        if index >= self.members:
+            raise DeepensError(f"index: expected 0..{self.members - 1}, got {index}")
+        module = copy.deepcopy(self.stacked)
+        with torch.no_grad():
+            for name, p in self.stacked.named_parameters():
+                _set(module, name, p.detach()[index].clone(), parameter=True)
+            for name, b in self.stacked.named_buffers():
+                _set(module, name, b[index].clone(), parameter=False)
+        return module
 
     def forward(self, x: torch.Tensor, per_member: bool | None = None) -> torch.Tensor:
         per_member = self._check_input(x, per_member)
