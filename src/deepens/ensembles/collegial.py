@@ -40,7 +40,7 @@ class CollegialMLP(nn.Module):
     """m fully connected networks ``in → widths → out`` summed with m^{-1/2} (CE Eq. 4).
 
     Every layer is a :class:`~deepens.layers.BlockDiagonalLinear` holding the m members' weights
-    (member axis first): the first layer is one GEMM on the shared input, hidden layers are batched
+    (member axis first): the first layer reads the shared input in one batched GEMM, hidden layers are batched
     matmuls, the readout sums the members. Hidden layers use σ_w ``weight_std`` (default: the
     activation's gain, √2 for ReLU as CE Eq. 3), the readout ``readout_std``. Input (B, in), output
     (B, out); :meth:`subnetwork_outputs` gives the m members' own outputs F_n(x; θ_j), (m, B, out).

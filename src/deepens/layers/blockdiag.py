@@ -24,7 +24,7 @@ class BlockDiagonalLinear(nn.Module):
 
     ``weight`` has shape (m, in, out) and ``bias`` (m, 1, out), member axis first. Input (m, B, in),
     or (B, in) with ``shared_input=True`` (the first layer of a collegial ensemble: every block reads
-    the same input; computed as one (B, in) × (in, m·out) GEMM). Output (m, B, out).
+    the same input; one broadcast batched GEMM). Output (m, B, out).
 
     ``parameterization`` is ``"standard"`` (W ~ N(0, σ_w²/in), plain forward) or ``"ntk"`` (W ~ N(0, 1),
     forward multiplier σ_w/√in per block; biases N(0, 1) times σ_b), as :mod:`deepens.layers.parameterized`.
@@ -83,8 +83,9 @@ class BlockDiagonalLinear(nn.Module):
         if self.shared_input:
             if x.dim() != 2 or x.shape[1] != n_in:
                 raise DeepensError(f"x: expected a shared input (B, {n_in}), got {tuple(x.shape)}")
-            y = x @ w.permute(1, 0, 2).reshape(n_in, m * n_out)  # one GEMM for all blocks
-            y = y.view(x.shape[0], m, n_out).transpose(0, 1)
+            # (B, in) × (m, in, out) → (m, B, out): one batched GEMM reading the input in place (no copy
+            # of the weight into a (in, m·out) layout, output already member-first)
+            y = torch.matmul(x, w)
             return y + b if b is not None else y
         if x.dim() != 3 or x.shape[0] != m or x.shape[2] != n_in:
             raise DeepensError(f"x: expected per-block inputs ({m}, B, {n_in}), got {tuple(x.shape)}")
