@@ -19,7 +19,7 @@ import torch
 import deepens
 from deepens.io import atomic_write_text
 
-from . import bench_ensembles, bench_kernels, bench_scaling, bench_training
+from . import bench_design, bench_ensembles, bench_kernels, bench_scaling, bench_training
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -193,6 +193,41 @@ def render(results: dict) -> str:
                 f"{r['param_mib']:.1f} | {r['step_peak_mib']:.0f} |"
             )
         lines.append("")
+    col = results.get("collegial_step")
+    if col:
+        ms = col["ms"]
+        lines += [
+            f"### {col['name']}",
+            "",
+            "| implementation | ms / step | deepens speed-up |",
+            "| --- | ---: | ---: |",
+            f"| Python loop over the m networks | {ms['loop']:.1f} | {col['speedup_vs_loop']:.2f}× |",
+            f"| block-diagonal layers as grouped 1×1 convolutions | {ms['grouped_conv']:.1f} | "
+            f"{col['speedup_vs_grouped_conv']:.2f}× |",
+            f"| deepens `CollegialMLP` (batched matmuls) | {ms['deepens']:.1f} | 1.00× |",
+            "",
+            f"- vs the loop: **{col['speedup_vs_loop']:.1f}×**, target {_check(col['speedup_vs_loop'], 2.0, '>=')}; "
+            f"same outputs to {col['max_abs_diff_vs_loop']:.1e}",
+            "",
+        ]
+    st = results.get("ntk_statistics")
+    if st:
+        lines += [
+            f"### {st['name']}",
+            "",
+            "| member | width | draws | deepens (s) | one network per draw (s / draw) | speed-up |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key, label in (("mlp", "MLP 784 → 6 layers"), ("bottleneck", "bottleneck 256 → n → n → 256")):
+            r = st["rows"][key]
+            lines.append(f"| {label} | {r['width']} | {r['draws']} | {r['seconds']:.2f} | "
+                         f"{r['loop_seconds_per_draw'] * 1000:.1f} ms | {r['speedup']:.0f}× |")
+        mlp = st["rows"]["mlp"]
+        lines += [
+            "",
+            f"- {mlp['draws']} MLP draws in {mlp['seconds']:.1f} s: target {_check(mlp['seconds'], 10.0, '<=')}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -211,7 +246,8 @@ def write_docs(results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,ntk,analytic,cnll,training,memory")
+    parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,ntk,analytic,cnll,training,"
+                        "memory,collegial (the other sections keep their recorded results)")
     parser.add_argument("--no-write", action="store_true", help="print results without updating docs/")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -237,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     if (not only or "memory" in only) and args.device == "cpu":
         print("BatchEnsemble memory ...", flush=True)
         results["batch_memory"] = bench_ensembles.batch_memory()
+    if not only or "collegial" in only:
+        print("collegial ensembles ...", flush=True)
+        results["collegial_step"] = bench_design.collegial_train_step(args.device)
+        results["ntk_statistics"] = bench_design.ntk_statistics_speed()
+    recorded = DOCS / "benchmarks.json"
+    if only and args.device == "cpu" and recorded.exists():  # a subset refreshes its sections only
+        results = {**json.loads(recorded.read_text()), **results}
     print(render(results))
     if not args.no_write:
         if args.device != "cpu":
