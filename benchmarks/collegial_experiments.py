@@ -43,6 +43,7 @@ from deepens.design import (
 )
 from deepens.ensembles.collegial import CollegialMLP
 from deepens.io import atomic_write_text
+from deepens.io.figures import pyplot, save_png
 from deepens.kernels import Network, ensemble_ntk, infinite_width_kernels, kernel_drift
 from deepens.runs import RunDir
 from deepens.training import TrainConfig, Trainer
@@ -74,27 +75,9 @@ READINGS: dict[str, str] = {
 
 
 def _save_fig(fig, name: str) -> str:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from deepens.io import atomic_write_bytes
-
-    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(FIG / name, buf.getvalue())
+    save_png(fig, FIG / name, dpi=110, bbox_inches=None)
     return f"figures/{name}"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # -- alpha ------------------------------------------------------------------------------------------------
@@ -185,7 +168,7 @@ def _var_se(v: torch.Tensor) -> float:
 
 
 def section_claims() -> dict:
-    plt = _plt()
+    plt = pyplot()
     family = MLPFamily(16, 1, 4)
     x = family.default_inputs(2, 0)
     width, reps = 8, 2000
@@ -243,7 +226,7 @@ def section_claims() -> dict:
 def section_drift() -> dict:
     from sklearn.datasets import load_digits
 
-    plt = _plt()
+    plt = pyplot()
     xs, ys = load_digits(return_X_y=True)
     x = torch.tensor(xs, dtype=torch.float64)
     x = (x - x.mean(0)) / (x.std(0) + 1e-8)
@@ -324,7 +307,7 @@ def _kernel_baseline(dataset: str, seed: int) -> float:
 
 
 def section_experiment(results: dict, name: str, epochs: int, seeds: int, out: Path) -> dict:
-    plt = _plt()
+    plt = pyplot()
     dataset, n_in, fixed_epochs, description = EXPERIMENTS[name]
     epochs = fixed_epochs or epochs
     family = MLPFamily(n_in, 10, 6)

@@ -10,64 +10,54 @@ import time
 import pytest
 import torch
 
-from deepens.cli.main import main
 from deepens.runs import RunDir
 
 FAST = ["--dataset", "digits", "--widths", "16", "--members", "3", "--epochs", "2", "--no-progress",
         "--checkpoint-seconds", "0"]
 
 
-def run_cli(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:  # argparse exits for --help and usage errors
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"]])
-def test_help(command, capsys):
-    code, out, _ = run_cli([*command, "--help"], capsys)
+def test_help(command, cli):
+    code, out, _ = cli([*command, "--help"])
     assert code == 0 and "usage: deepens" in out
 
 
-def test_train_json_and_evaluate(tmp_path, capsys):
+def test_train_json_and_evaluate(tmp_path, cli):
     out_dir = tmp_path / "run"
-    code, out, err = run_cli(["train", *FAST, "--out", str(out_dir), "--json"], capsys)
+    code, out, err = cli(["train", *FAST, "--out", str(out_dir), "--json"])
     assert code == 0, err
     result = json.loads(out)
     assert 0.5 < result["test"]["accuracy"] <= 1 and len(result["test"]["curve"]) == 3
     assert result["members"] == 3 and result["run"] == str(out_dir)
-    code, out, _ = run_cli(["evaluate", str(out_dir), "--json"], capsys)
+    code, out, _ = cli(["evaluate", str(out_dir), "--json"])
     assert code == 0
     evaluated = json.loads(out)
     assert evaluated["test"]["accuracy"] == pytest.approx(result["test"]["accuracy"], abs=1e-12)
     assert evaluated["test"]["nll"] == pytest.approx(result["test"]["nll"], abs=1e-9)
-    code, out, _ = run_cli(["evaluate", str(out_dir)], capsys)
+    code, out, _ = cli(["evaluate", str(out_dir)])
     assert code == 0 and "correlation" in out and "test" in out
 
 
-def test_config_file_and_flags_override(tmp_path, capsys):
+def test_config_file_and_flags_override(tmp_path, cli):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"dataset": "digits", "widths": [8], "members": 2, "epochs": 1, "lr": 0.1}))
-    code, out, err = run_cli(["train", "--config", str(cfg), "--members", "4", "--out", str(tmp_path / "r"),
-                              "--json", "--no-progress"], capsys)
+    code, out, err = cli(["train", "--config", str(cfg), "--members", "4", "--out", str(tmp_path / "r"),
+                          "--json", "--no-progress"])
     assert code == 0, err
     stored = RunDir(tmp_path / "r").read_config()["train"]
     assert stored["members"] == 4 and stored["widths"] == [8] and stored["lr"] == 0.1
     # a run's config.json re-runs the run
-    code, _, err = run_cli(["train", "--config", str(tmp_path / "r" / "config.json"), "--out", str(tmp_path / "r2"),
-                            "--json"], capsys)
+    code, _, err = cli(["train", "--config", str(tmp_path / "r" / "config.json"), "--out", str(tmp_path / "r2"),
+                        "--json"])
     assert code == 0, err
     a = RunDir(tmp_path / "r").read_weights()
     b = RunDir(tmp_path / "r2").read_weights()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_modulation_syntax(tmp_path, capsys):
-    code, _, err = run_cli(["train", *FAST, "--ensemble", "batch", "--frozen", "--modulation",
-                            "u=normal:0,1,v=constant:1", "--out", str(tmp_path / "r"), "--json"], capsys)
+def test_modulation_syntax(tmp_path, cli):
+    code, _, err = cli(["train", *FAST, "--ensemble", "batch", "--frozen", "--modulation",
+                        "u=normal:0,1,v=constant:1", "--out", str(tmp_path / "r"), "--json"])
     assert code == 0, err
     cfg = RunDir(tmp_path / "r").read_config()["train"]
     assert cfg["modulation"] == "u=normal:0,1,v=constant:1"
@@ -77,9 +67,9 @@ def test_modulation_syntax(tmp_path, capsys):
     assert u.shape == (3, 16) and abs(float(u.mean())) < 0.5 and 0.5 < float(u.std()) < 1.5  # N(0, 1) draws
 
 
-def _corrupt_run(tmp_path, capsys):
+def _corrupt_run(tmp_path, cli):
     out_dir = tmp_path / "c"
-    code, _, err = run_cli(["train", *FAST, "--out", str(out_dir), "--json"], capsys)
+    code, _, err = cli(["train", *FAST, "--out", str(out_dir), "--json"])
     assert code == 0, err
     (out_dir / "metrics.json").unlink()  # pretend it was killed before finishing
     (out_dir / "checkpoints" / "epoch-000002" / "optimizer.safetensors").write_bytes(b"\x00garbage")
@@ -110,24 +100,24 @@ BAD = [
 
 
 @pytest.mark.parametrize("argv,word", BAD, ids=[" ".join(a[:3]) + " " + w for a, w in BAD])
-def test_bad_arguments_one_line_exit_2(argv, word, tmp_path, capsys):
+def test_bad_arguments_one_line_exit_2(argv, word, tmp_path, cli):
     (tmp_path / "blocker").write_text("a file, not a directory")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    code, out, err = run_cli(argv, capsys)
+    code, out, err = cli(argv)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert word in lines[0] and "Traceback" not in err
 
 
-def test_corrupt_checkpoint_one_line_exit_2(tmp_path, capsys):
-    out_dir = _corrupt_run(tmp_path, capsys)
-    code, _, err = run_cli(["train", *FAST, "--out", str(out_dir), "--resume"], capsys)
+def test_corrupt_checkpoint_one_line_exit_2(tmp_path, cli):
+    out_dir = _corrupt_run(tmp_path, cli)
+    code, _, err = cli(["train", *FAST, "--out", str(out_dir), "--resume"])
     assert code == 2 and "checkpoint" in err and "corrupt" in err and len(err.strip().splitlines()) == 1
 
 
-def test_divergence_one_line_exit_2(tmp_path, capsys):
-    code, _, err = run_cli(["train", *FAST, "--lr", "1e6", "--out", str(tmp_path / "d")], capsys)
+def test_divergence_one_line_exit_2(tmp_path, cli):
+    code, _, err = cli(["train", *FAST, "--lr", "1e6", "--out", str(tmp_path / "d")])
     assert code == 2 and "diverged" in err and "member(s)" in err and len(err.strip().splitlines()) == 1
 
 
@@ -176,8 +166,8 @@ def test_sigkill_and_resume_is_bitwise_equal(tmp_path):
     assert [r["epoch"] for r in RunDir(tmp_path / "cut").read_history()] == list(range(1, 41))
 
 
-def test_device_cuda_runs_or_says_why(tmp_path, capsys):
-    code, out, err = run_cli(["train", *FAST, "--device", "cuda", "--out", str(tmp_path / "g"), "--json"], capsys)
+def test_device_cuda_runs_or_says_why(tmp_path, cli):
+    code, out, err = cli(["train", *FAST, "--device", "cuda", "--out", str(tmp_path / "g"), "--json"])
     if torch.cuda.is_available():
         assert code == 0 and json.loads(out)["test"]["accuracy"] > 0.5
     else:

@@ -4,23 +4,13 @@ import json
 
 import pytest
 
-from deepens.cli.main import main
 from deepens.design import MLPFamily, ResNeXt29Family, collegial_design
 
 
-def run(args, capsys):
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_design_collegial_json_matches_library(capsys, tmp_path):
-    code, out, err = run(["design", "collegial", "--block", "mlp", "--in", 784, "--out", 10, "--depth", 6,
+def test_design_collegial_json_matches_library(cli, tmp_path):
+    code, out, err = cli(["design", "collegial", "--block", "mlp", "--in", 784, "--out", 10, "--depth", 6,
                           "--baseline-width", 500, "--objective", "dual", "--alpha", 3.5, "--plot",
-                          tmp_path / "c.png", "--json"], capsys)
+                          tmp_path / "c.png", "--json"])
     assert code == 0, err
     got = json.loads(out)
     want = collegial_design(MLPFamily(784, 10, 6), 500, 3.5, objective="dual")
@@ -30,25 +20,25 @@ def test_design_collegial_json_matches_library(capsys, tmp_path):
     assert got["alpha_stderr"] is None and (tmp_path / "c.png").stat().st_size > 1000
 
 
-def test_design_resnext29_flops_text(capsys):
-    code, out, err = run(["design", "collegial", "--block", "resnext29", "--baseline-width", 128, "--alpha", 1.6,
-                          "--terms", "widths", "--top", 3], capsys)
+def test_design_resnext29_flops_text(cli):
+    code, out, err = cli(["design", "collegial", "--block", "resnext29", "--baseline-width", 128, "--alpha", 1.6,
+                          "--terms", "widths", "--top", 3])
     assert code == 0, err
     assert "m = 37 members of width n = 10" in out
     fam = ResNeXt29Family()
     assert f"{fam.parameters(37, 10):,}" in out
 
 
-def test_design_fit_alpha_then_design(capsys):
-    code, out, err = run(["design", "collegial", "--block", "mlp", "--in", 12, "--out", 3, "--depth", 3,
+def test_design_fit_alpha_then_design(cli):
+    code, out, err = cli(["design", "collegial", "--block", "mlp", "--in", 12, "--out", 3, "--depth", 3,
                           "--baseline-width", 64, "--fit-alpha", "--fit-widths", "4,8,16", "--draws", 300,
-                          "--json"], capsys)
+                          "--json"])
     assert code == 0, err
     got = json.loads(out)
     assert got["alpha"] == pytest.approx(got["alpha_fit"]["alpha"]) and got["alpha_stderr"] > 0
     assert [p["width"] for p in got["alpha_fit"]["points"]] == [4, 8, 16]
-    code, out, err = run(["design", "alpha", "--block", "mlp", "--in", 12, "--depth", 3, "--fit-widths", "4,8,16",
-                          "--draws", 300, "--json"], capsys)
+    code, out, err = cli(["design", "alpha", "--block", "mlp", "--in", 12, "--depth", 3, "--fit-widths", "4,8,16",
+                          "--draws", 300, "--json"])
     assert code == 0, err
     assert json.loads(out)["alpha"] == pytest.approx(got["alpha"])  # same seed, same draws
 
@@ -61,11 +51,11 @@ def test_design_fit_alpha_then_design(capsys):
     (["design", "alpha", "--fit-widths", "4,x"], "fit-widths"),
     (["design", "collegial", "--block", "vgg", "--baseline-width", 5, "--alpha", 1], "block"),
 ])
-def test_design_errors_are_one_line_with_status_2(capsys, args, needle):
-    code, out, err = run(args, capsys)
+def test_design_errors_are_one_line_with_status_2(cli, args, needle):
+    code, out, err = cli(args)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_design_help(capsys):
-    code, out, _ = run(["design", "collegial", "--help"], capsys)
+def test_design_help(cli):
+    code, out, _ = cli(["design", "collegial", "--help"])
     assert code == 0 and "--fit-alpha" in out and "--efficiency" in out

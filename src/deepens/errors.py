@@ -25,6 +25,16 @@ def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
     return value
 
 
+def check_widths(name: str, widths: Any, *, allow_empty: bool = True) -> list[int]:
+    """Hidden-layer widths as a list of ints >= 1 (a sequence, not a single int), or a :class:`DeepensError`."""
+    from collections.abc import Sequence
+
+    if isinstance(widths, (int, str)) or not isinstance(widths, Sequence) or (not allow_empty and len(widths) == 0):
+        kind = "a sequence" if allow_empty else "a non-empty sequence"
+        raise DeepensError(f"{name}: expected {kind} of hidden widths such as [128, 128], got {widths!r}")
+    return [check_int(f"{name}[{i}]", w, minimum=1) for i, w in enumerate(widths)]
+
+
 def check_real(
     name: str,
     value: Any,

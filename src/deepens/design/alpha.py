@@ -160,15 +160,9 @@ def fit_alpha(
 
 def plot_alpha_fit(fit: AlphaFit, path) -> None:
     """log(E[K²]/E[K]²) against S(n) with ±2 standard errors and the fitted line (a CE Fig. 8 analogue), PNG."""
-    import io
+    from ..io.figures import pyplot, save_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io.atomic import atomic_write_bytes
-
+    plt = pyplot()
     s = np.asarray(fit.exponents)
     y = np.log(np.asarray(fit.ratios))
     e = np.asarray(fit.log_ratio_stderr)
@@ -184,7 +178,4 @@ def plot_alpha_fit(fit: AlphaFit, path) -> None:
     ax.set_title(f"Algorithm 1: {fit.family.get('block', '')}, {fit.draws} draws per width")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path, dpi=110, bbox_inches=None)

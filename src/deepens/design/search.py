@@ -273,13 +273,9 @@ def alpha_interval_for_width(
 def plot_design(primal: CollegialDesign, dual: CollegialDesign | None, path) -> None:
     """The primal curve Var(K^e)(n) at ρ = 1 and the dual curve ρ(n) at the baseline's variance, with
     the optima and the best integer designs (a CE Fig. 3 analogue), saved as a PNG."""
-    import matplotlib
+    from ..io.figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io.atomic import atomic_write_bytes
-
+    plt = pyplot()
     c = primal.curves
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     ax = axes[0]
@@ -310,9 +306,4 @@ def plot_design(primal: CollegialDesign, dual: CollegialDesign | None, path) -> 
     ax.set_title("dual")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path, dpi=110, bbox_inches=None)

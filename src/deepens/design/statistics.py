@@ -86,7 +86,7 @@ class NTKStatistics:
     """Moments of the empirical NTK of one member width over T draws, on N inputs.
 
     ``values`` holds the draws (T, N, N); ``mean`` is the Neural Mean Kernel (CE Eq. 5); ``variance``
-    the unbiased Var(K_n) per entry; ``exponent`` S(n) under ``terms`` (filled by the caller).
+    the unbiased Var(K_n) per entry.
     """
 
     width: int

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import DeepensError, check_choice, check_int, check_real
+from ..errors import DeepensError, check_choice, check_int, check_real, check_widths
 from ..layers.activations import default_gain, make_activation
 from ..layers.blockdiag import BlockDiagonalLinear
 from ..layers.parameterized import PARAMETERIZATIONS, Conv2d
@@ -28,12 +28,6 @@ from ..models.mlp import MLP
 from .graph import seeded
 
 __all__ = ["CollegialMLP", "ResNeXtBottleneck", "ResNeXt29"]
-
-
-def _widths(widths) -> list[int]:
-    if isinstance(widths, int) or not isinstance(widths, Sequence) or len(widths) == 0:
-        raise DeepensError(f"widths: expected a non-empty sequence of hidden widths such as [48, 48], got {widths!r}")
-    return [check_int(f"widths[{i}]", w, minimum=1) for i, w in enumerate(widths)]
 
 
 class CollegialMLP(nn.Module):
@@ -66,7 +60,7 @@ class CollegialMLP(nn.Module):
         super().__init__()
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
-        self.widths = tuple(_widths(widths))
+        self.widths = tuple(check_widths("widths", widths, allow_empty=False))
         self.multiplicity = check_int("multiplicity", multiplicity, minimum=1)
         self.activation = activation
         self.act = make_activation(activation)

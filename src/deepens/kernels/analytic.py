@@ -228,16 +228,20 @@ def infinite_width_kernels(
     nexts = [(lay.weight_std, lay.bias_std) for lay in network.layers[1:]]
     nexts.append((network.readout_std, network.readout_bias_std))
     cross_is_same = True  # until a modulation separates the members, cross-member kernels equal same-member ones
-    for index, (layer, (w_std, b_std)) in enumerate(zip(network.layers, nexts, strict=True), start=1):
-        dual = dual_of(layer)
+
+    def record(index: int, where: str) -> None:
         layers_out.append({
             "layer": index,
             "nngp_same": pairs.summary(s_same),
             "nngp_cross": pairs.summary(s_cross),
             "ntk_same": pairs.summary(weight * t_same + t_ind),
             "ntk_cross": pairs.summary(weight * t_cross),
-            "where": "pre-activation",
+            "where": where,
         })
+
+    for index, (layer, (w_std, b_std)) in enumerate(zip(network.layers, nexts, strict=True), start=1):
+        dual = dual_of(layer)
+        record(index, "pre-activation")
         v = layer.v
         if isinstance(v, Moments) and dual.name not in ("relu", "identity"):
             raise DeepensError(f"v: layer {index} needs v's distribution for activation {dual.name!r}")
@@ -267,14 +271,7 @@ def infinite_width_kernels(
             cross_is_same = False
         q1 = dense(u2 * np.asarray(diag1), w_std, b_std)
         q2 = q1 if same_inputs else dense(u2 * np.asarray(diag2), w_std, b_std)
-    layers_out.append({
-        "layer": len(network.layers) + 1,
-        "nngp_same": pairs.summary(s_same),
-        "nngp_cross": pairs.summary(s_cross),
-        "ntk_same": pairs.summary(weight * t_same + t_ind),
-        "ntk_cross": pairs.summary(weight * t_cross),
-        "where": "output",
-    })
+    record(len(network.layers) + 1, "output")
     full = pairs.full
     return InfiniteWidthKernels(full(s_same), full(s_cross), full(t_same), full(t_ind), full(t_cross), weight,
                                 layers_out)

@@ -360,19 +360,15 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
         bias_scale = float(getattr(mod, "bias_scale", 1.0))
         act = a.detach().reshape(m, n, -1)
         own = isinstance(mod, StackedLinear) or (is_ensemble and id(mod.weight) not in shared_ids)
+        # individual weights pair a member with itself; shared weights pair every two members
+        gram_a = torch.einsum("amp,akp->amk" if own else "amp,bkp->abmk", act[:, :n1], act[:, right])
+        gram_g = signal_gram(g, members_cross=not own)
+        contribution = weight_scale**2 * expand(gram_a, gram_g.dim()) * gram_g
+        if mod.bias is not None and mod.bias.requires_grad:
+            contribution = contribution + bias_scale**2 * gram_g
         if own:
-            gram_a = torch.einsum("amp,akp->amk", act[:, :n1], act[:, right])
-            gram_g = signal_gram(g, members_cross=False)
-            contribution = weight_scale**2 * expand(gram_a, gram_g.dim()) * gram_g
-            if mod.bias is not None and mod.bias.requires_grad:
-                contribution = contribution + bias_scale**2 * gram_g
             individual += contribution
         else:
-            gram_a = torch.einsum("amp,bkp->abmk", act[:, :n1], act[:, right])
-            gram_g = signal_gram(g, members_cross=True)
-            contribution = weight_scale**2 * expand(gram_a, gram_g.dim()) * gram_g
-            if mod.bias is not None and mod.bias.requires_grad:
-                contribution = contribution + bias_scale**2 * gram_g
             common += contribution
     return EnsembleNTK(common, individual, _common_weight(gamma, m), mode)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ..errors import DeepensError, check_int
+from ..errors import check_int, check_widths
 from ..layers.activations import default_gain, make_activation
 from ..layers.parameterized import Linear
 
@@ -40,9 +40,7 @@ class MLP(nn.Sequential):
     ) -> None:
         in_features = check_int("in_features", in_features, minimum=1)
         out_features = check_int("out_features", out_features, minimum=1)
-        if isinstance(widths, int) or not isinstance(widths, Sequence):
-            raise DeepensError(f"widths: expected a sequence of hidden widths such as [128, 128], got {widths!r}")
-        widths = [check_int(f"widths[{i}]", w, minimum=1) for i, w in enumerate(widths)]
+        widths = check_widths("widths", widths)
         make_activation(activation)  # validates the name
         weight_std = default_gain(activation) if weight_std is None else weight_std
         readout_bias_std = bias_std if readout_bias_std is None else readout_bias_std

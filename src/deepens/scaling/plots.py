@@ -6,34 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_bytes
+from ..io.figures import pyplot, save_png
 
 __all__ = ["plot_power_law", "plot_plane", "plot_budget"]
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> Path:
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    _figure().close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_power_law(curves: dict[str, tuple[list[float], list[float], dict | None]], path: str | Path,
                    *, ylabel: str = "CNLL", xlabel: str = "ensemble size n") -> Path:
     """Left: the measured values against m (log axis) with each fitted c + b·m^a. Right: log₂(ŷ − c) against
     log₂ m, where a power law is a straight line. ``curves`` maps a label to (m, ŷ, fit dict or None)."""
-    plt = _figure()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for label, (m, y, fit) in curves.items():
         m, y = np.asarray(m, dtype=float), np.asarray(y, dtype=float)
@@ -60,12 +42,12 @@ def plot_power_law(curves: dict[str, tuple[list[float], list[float], dict | None
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_plane(curves: dict[float, list[dict]], path: str | Path, *, key: str = "cnll_mean") -> Path:
     """The (n, network size) plane of a metric as a heat map (power-laws Fig. 1, left)."""
-    plt = _figure()
+    plt = pyplot()
     sizes = sorted(curves)
     ns = sorted({r["n"] for rows in curves.values() for r in rows})
     grid = np.full((len(sizes), len(ns)), np.nan)
@@ -79,13 +61,13 @@ def plot_plane(curves: dict[float, list[dict]], path: str | Path, *, key: str = 
     ax.set_xlabel("ensemble size n")
     ax.set_ylabel("parameters per network")
     fig.colorbar(image, ax=ax, label=key.replace("_mean", "").upper())
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_budget(envelope: dict, path: str | Path) -> Path:
     """CNLL against the total parameter count n·s for each network size, the lower envelope and its
     power law (power-laws Fig. 5)."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     by_size: dict[float, list[dict]] = {}
     for p in envelope["points"]:
@@ -105,4 +87,4 @@ def plot_budget(envelope: dict, path: str | Path) -> Path:
     ax.set_ylabel("CNLL")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
