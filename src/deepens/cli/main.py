@@ -11,6 +11,7 @@ from .common import Parser
 def build_parser() -> Parser:
     from .. import __version__
     from .design import add_design
+    from .equivariance import add_equivariance
     from .ntk import add_ntk
     from .scaling import add_scaling
     from .train import add_evaluate, add_train
@@ -27,6 +28,7 @@ def build_parser() -> Parser:
     add_ntk(sub)
     add_scaling(sub)
     add_design(sub)
+    add_equivariance(sub)
     return parser
 
 

@@ -23,6 +23,8 @@ OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
                                                "(default 0.1)")),
     (("--flatten",), "flatten", dict(action=argparse.BooleanOptionalAction, help="images as vectors "
                                                                                    "(default: for an MLP)")),
+    (("--augment",), "augment", dict(help="augment the training images by rotations: cK (full C_K orbits, e.g. "
+                                          "c4, c8, c16) or so2 (a random rotation per sample and batch)")),
     (("--model",), "model", dict(choices=MODELS, help="reference network (default mlp)")),
     (("--widths",), "widths", dict(help="MLP hidden widths, e.g. 128,128 (default)")),
     (("--width",), "width", dict(type=float, help="width multiplier of MLP widths / ConvNet channels (default 1)")),

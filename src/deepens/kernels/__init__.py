@@ -12,7 +12,7 @@ from .empirical import (
     interaction_ratio,
     loss_ntk,
 )
-from .predict import ensemble_mean_kernel, kernel_predict
+from .predict import KernelPredictor, ensemble_mean_kernel, kernel_predict
 from .regime import regime
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "dual_for",
     "regime",
     "kernel_predict",
+    "KernelPredictor",
     "ensemble_mean_kernel",
     "kernel_drift",
 ]

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import DeepensError, check_choice, check_real
+from ..errors import DeepensError, check_choice, check_int, check_real
 
-__all__ = ["kernel_predict", "ensemble_mean_kernel"]
+__all__ = ["kernel_predict", "KernelPredictor", "ensemble_mean_kernel"]
 
 
 def _as(name: str, a, ndim: int | None = None) -> np.ndarray:
@@ -33,12 +33,78 @@ def _as(name: str, a, ndim: int | None = None) -> np.ndarray:
     return arr
 
 
+class KernelPredictor:
+    """μ_t and Σ_t for many test sets from one eigendecomposition of Θ(X, X) (see the module docstring).
+
+    ``steps``: the training time counted in discrete gradient-descent steps of size η instead of a
+    gradient-flow time t: the linearised residual after k steps is (1 − ηΘ)^k (f_0(X) − Y), so the
+    spectral filter (1 − e^{−ηλt})/λ becomes (1 − (1 − ηλ)^k)/λ (→ ηk as λ → 0).
+    """
+
+    def __init__(self, ntk_train, y_train, *, lr: float = 1.0, loss: str = "sum", nngp_train=None,
+                 ridge: float = 0.0, rcond: float = 1e-12) -> None:
+        check_choice("loss", loss, ("sum", "mean"))
+        theta = _as("ntk_train", ntk_train, 2)
+        y = _as("y_train", y_train)
+        n = theta.shape[0]
+        if theta.shape != (n, n) or y.shape[0] != n:
+            raise DeepensError(f"kernels: expected ntk_train (N, N) and y_train (N, ...); got {theta.shape}, {y.shape}")
+        self.squeeze = y.ndim == 1
+        self.y = y[:, None] if self.squeeze else y
+        self.eta = check_real("lr", lr, low=0.0, low_open=True) / (n if loss == "mean" else 1)
+        ridge = check_real("ridge", ridge, low=0.0)
+        self.lam, self.vec = np.linalg.eigh(0.5 * (theta + theta.T) + ridge * np.eye(n))
+        self.cutoff = rcond * max(float(self.lam.max(initial=0.0)), 0.0)
+        self.proj_y = self.vec.T @ self.y  # (N, C)
+        self.nngp_train = None if nngp_train is None else _as("nngp_train", nngp_train, 2)
+        self.n = n
+
+    def filter(self, t: float | None = None, steps: int | None = None) -> np.ndarray:
+        """h(λ) with Θ⁻¹(1 − e^{−ηΘt}) = V diag(h) Vᵀ (or its discrete-step form)."""
+        lam = self.lam
+        if steps is not None:
+            k = check_int("steps", steps, minimum=0)
+            safe = np.where(lam != 0, lam, 1.0)
+            decay = (1.0 - self.eta * lam) ** k
+            return np.where(np.abs(lam) * self.eta * max(k, 1) > 1e-12, (1.0 - decay) / safe, self.eta * k)
+        time = math.inf if t is None else float(t)
+        if time < 0 or math.isnan(time):
+            raise DeepensError(f"t: expected times >= 0, got {time}")
+        if math.isinf(time):
+            return np.where(lam > self.cutoff, 1.0 / np.where(lam > self.cutoff, lam, 1.0), 0.0)
+        x = self.eta * time
+        safe = np.where(np.abs(lam) > 0, lam, 1.0)
+        return np.where(np.abs(lam) * x > 1e-12, -np.expm1(-x * lam) / safe, x)  # → ηt as λ → 0
+
+    def _cross(self, ntk_test_train) -> np.ndarray:
+        cross = _as("ntk_test_train", ntk_test_train, 2)
+        if cross.shape[1] != self.n:
+            raise DeepensError(f"ntk_test_train: expected (T, {self.n}), got {cross.shape}")
+        return cross @ self.vec
+
+    def mean(self, ntk_test_train, t: float | None = None, steps: int | None = None) -> np.ndarray:
+        """μ at the test points, (T, C) (or (T,) for 1-D targets)."""
+        out = (self._cross(ntk_test_train) * self.filter(t, steps)) @ self.proj_y
+        return out[:, 0] if self.squeeze else out
+
+    def covariance(self, ntk_test_train, nngp_test_train, nngp_test, t: float | None = None,
+                   steps: int | None = None) -> np.ndarray:
+        """Σ between the test points, (T, T) (the same for every output coordinate)."""
+        if self.nngp_train is None:
+            raise DeepensError("nngp_train: the covariance needs the NNGP kernel of the training set")
+        k_cross = _as("nngp_test_train", nngp_test_train, 2)
+        k_test = _as("nngp_test", nngp_test, 2)
+        a = (self._cross(ntk_test_train) * self.filter(t, steps)) @ self.vec.T
+        return k_test + a @ self.nngp_train @ a.T - a @ k_cross.T - k_cross @ a.T
+
+
 def kernel_predict(
     ntk_train: np.ndarray,
     ntk_test_train: np.ndarray,
     y_train: np.ndarray,
     *,
     t: float | Sequence[float] = math.inf,
+    steps: int | Sequence[int] | None = None,
     lr: float = 1.0,
     loss: str = "sum",
     nngp_train: np.ndarray | None = None,
@@ -47,56 +113,35 @@ def kernel_predict(
     ridge: float = 0.0,
     rcond: float = 1e-12,
 ) -> dict:
-    """Mean (and, given the NNGP blocks, covariance) of the prediction at time(s) ``t``.
+    """Mean (and, given the NNGP blocks, covariance) of the prediction at time(s) ``t``, or after
+    ``steps`` discrete gradient-descent steps (see :class:`KernelPredictor`).
 
     Shapes: ``ntk_train`` (N, N), ``ntk_test_train`` (T, N), ``y_train`` (N,) or (N, C); NNGP blocks (N, N),
     (T, N), (T, T). Returns ``mean`` (T, C) or (len(t), T, C) for several times, and ``covariance``
     (T, T) or (len(t), T, T) when the NNGP blocks are given.
     """
-    check_choice("loss", loss, ("sum", "mean"))
-    theta = _as("ntk_train", ntk_train, 2)
-    cross = _as("ntk_test_train", ntk_test_train, 2)
-    y = _as("y_train", y_train)
-    n = theta.shape[0]
-    if theta.shape != (n, n) or cross.shape[1] != n or y.shape[0] != n:
+    predictor = KernelPredictor(ntk_train, y_train, lr=lr, loss=loss, nngp_train=nngp_train, ridge=ridge,
+                                rcond=rcond)
+    if _as("ntk_test_train", ntk_test_train, 2).shape[1] != predictor.n:
         raise DeepensError(f"kernels: expected ntk_train (N, N), ntk_test_train (T, N), y_train (N, ...); got "
-                           f"{theta.shape}, {cross.shape}, {y.shape}")
-    squeeze = y.ndim == 1
-    y2 = y[:, None] if squeeze else y
-    eta = check_real("lr", lr, low=0.0, low_open=True) / (n if loss == "mean" else 1)
-    ridge = check_real("ridge", ridge, low=0.0)
-    times = [t] if np.isscalar(t) else list(t)
-    lam, vec = np.linalg.eigh(0.5 * (theta + theta.T) + ridge * np.eye(n))
-    cutoff = rcond * max(float(lam.max(initial=0.0)), 0.0)
-    proj_cross = cross @ vec  # (T, N)
-    proj_y = vec.T @ y2  # (N, C)
+                           f"{np.shape(ntk_train)}, {np.shape(ntk_test_train)}, {np.shape(y_train)}")
+    discrete = steps is not None
+    single = np.isscalar(steps) if discrete else np.isscalar(t)
+    times = ([steps] if single else list(steps)) if discrete else ([t] if single else list(t))
     have_cov = nngp_train is not None and nngp_test_train is not None and nngp_test is not None
-    if have_cov:
-        k_train = _as("nngp_train", nngp_train, 2)
-        k_cross = _as("nngp_test_train", nngp_test_train, 2)
-        k_test = _as("nngp_test", nngp_test, 2)
     means, covs = [], []
     for time in times:
-        time = float(time)
-        if time < 0:
-            raise DeepensError(f"t: expected times >= 0, got {time}")
-        if math.isinf(time):
-            h = np.where(lam > cutoff, 1.0 / np.where(lam > cutoff, lam, 1.0), 0.0)
-        else:
-            x = eta * time
-            safe = np.where(np.abs(lam) > 0, lam, 1.0)
-            h = np.where(np.abs(lam) * x > 1e-12, -np.expm1(-x * lam) / safe, x)  # → ηt as λ → 0
-        a = (proj_cross * h) @ vec.T  # A = Θ(x, X) V diag(h) Vᵀ, (T, N)
-        means.append((proj_cross * h) @ proj_y)
+        kw = {"steps": time} if discrete else {"t": time}
+        means.append(predictor.mean(ntk_test_train, **kw))
         if have_cov:
-            covs.append(k_test + a @ k_train @ a.T - a @ k_cross.T - k_cross @ a.T)
+            covs.append(predictor.covariance(ntk_test_train, nngp_test_train, nngp_test, **kw))
     mean = np.stack(means)
-    if squeeze:
-        mean = mean[..., 0]
-    result = {"mean": mean[0] if np.isscalar(t) else mean, "times": times}
+    result = {"mean": mean[0] if single else mean, "times": times}
+    if discrete:
+        result["steps"] = result.pop("times")
     if have_cov:
         cov = np.stack(covs)
-        result["covariance"] = cov[0] if np.isscalar(t) else cov
+        result["covariance"] = cov[0] if single else cov
     return result
 
 

@@ -79,6 +79,7 @@ class TrainConfig:
     num_samples: int | None = None
     val: float = 0.1
     flatten: bool | None = None  # None: vectors for an MLP, images for a ConvNet
+    augment: str | None = None  # cK: full C_K rotation orbits of the training images; so2: random rotations
     # reference network
     model: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [128, 128])
@@ -126,6 +127,12 @@ class TrainConfig:
         if self.dataset in ("cifar10", "cifar100") and not self.data_dir:
             raise DeepensError(f"data_dir: {self.dataset} is read from a local directory; pass --data-dir DIR")
         check_choice("model", self.model, MODELS)
+        if self.augment is not None:
+            from ..symmetry.augment import image_augmentation
+
+            image_augmentation(self.augment)
+            if self.dataset not in ("digits", "cifar10", "cifar100"):
+                raise DeepensError(f"augment: rotations act on images (digits, cifar10, cifar100), not {self.dataset}")
         if self.model == "convnet" and self.dataset in ("mnist1d", "gaussians"):
             raise DeepensError(f"model: convnet needs image data (digits, cifar10, cifar100), not {self.dataset}")
         if self.model == "convnet" and self.flatten:

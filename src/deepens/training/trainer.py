@@ -29,6 +29,7 @@ from ..data.loader import Batches
 from ..ensembles.base import Ensemble
 from ..errors import DeepensError
 from ..runs.rundir import RunDir, decode_state, encode_state
+from .augmentation import augment_dataset
 from .build import build_ensemble
 from .config import TrainConfig
 from .losses import member_losses
@@ -84,17 +85,23 @@ def predict_logits(model: Ensemble, split: Split, batch_size: int = 1024) -> tor
     return torch.cat(parts, dim=1)
 
 
-def load_data(config: TrainConfig, device: torch.device) -> Dataset:
+def load_data(config: TrainConfig, device: torch.device, *, with_transform: bool = False):
+    """The run's dataset (augmented as ``config.augment`` says); with ``with_transform`` also the
+    per-batch training transform (random augmentation) or None."""
     flatten = config.model == "mlp" if config.flatten is None else config.flatten
-    return load_dataset(
+    data = load_dataset(
         config.dataset,
         seed=config.seed,
         val=config.val,
-        flatten=flatten,
+        flatten=flatten and not config.augment,
         data_dir=config.data_dir,
         num_samples=config.num_samples,
         device=device,
     )
+    transform = None
+    if config.augment:
+        data, transform = augment_dataset(data, config.augment, flatten)
+    return (data, transform) if with_transform else data
 
 
 def _optimizer(config: TrainConfig, model: Ensemble) -> torch.optim.Optimizer:
@@ -177,6 +184,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.run = RunDir(out) if out is not None else None
         self.progress = progress
+        self.transform = None
 
     # -- public ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -189,7 +197,7 @@ class Trainer:
                 )
             if self.run.exists() and resume:
                 self._check_same_config(TrainConfig.from_dict(self.run.read_config()))
-        data = load_data(cfg, self.device)
+        data, self.transform = load_data(cfg, self.device, with_transform=True)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.seed)
@@ -226,6 +234,8 @@ class Trainer:
                 correct = torch.zeros(cfg.members, dtype=torch.float64, device=self.device)
                 seen = 0
                 for i, (x, y) in enumerate(batches.epoch()):
+                    if self.transform is not None:
+                        x, y = self.transform(x, y, gen)
                     factor = lr_factor(cfg.schedule, epoch + i / steps, cfg.epochs, lr=cfg.lr,
                                        step_size=cfg.step_size, step_factor=cfg.step_factor,
                                        decay_start=cfg.decay_start, final_lr=cfg.final_lr)

@@ -1,0 +1,55 @@
+"""Symmetry: groups, their actions on inputs and outputs, augmentation, orbit metrics, and the
+infinite-width statement that augmented deep ensembles are equivariant (Gerken & Kessel, ICML 2024).
+
+The experiments behind ``deepens equivariance`` live in :mod:`deepens.symmetry.experiments` (imported on
+demand: they train networks).
+"""
+
+from .actions import (
+    Action,
+    ImageRotation,
+    LatticeRotation,
+    PermutationAction,
+    Symmetry,
+    Trivial,
+    VectorRotation,
+    pad_for_rotation,
+)
+from .augment import RandomAugmentation, augment_orbits, draw_elements, image_augmentation, orbit_permutation
+from .groups import (
+    SO2,
+    SO3,
+    CyclicGroup,
+    FiniteGroup,
+    Group,
+    MatrixGroup,
+    PermutationGroup,
+    axis_rotations,
+    cyclic_shifts,
+    icosahedral,
+    octahedral,
+    rotation_matrix,
+    symmetric,
+    tetrahedral,
+)
+from .metrics import (
+    ensemble_orbit_metrics,
+    equivariance_error,
+    orbit_outputs,
+    orbit_same_predictions,
+    relative_orbit_std,
+    summarize,
+)
+from .theory import InfiniteWidthEnsemble
+
+__all__ = [
+    "Group", "FiniteGroup", "CyclicGroup", "MatrixGroup", "PermutationGroup", "SO2", "SO3",
+    "tetrahedral", "octahedral", "icosahedral", "axis_rotations", "symmetric", "cyclic_shifts",
+    "rotation_matrix",
+    "Action", "Trivial", "ImageRotation", "LatticeRotation", "VectorRotation", "PermutationAction", "Symmetry",
+    "pad_for_rotation",
+    "augment_orbits", "orbit_permutation", "RandomAugmentation", "draw_elements", "image_augmentation",
+    "orbit_same_predictions", "relative_orbit_std", "equivariance_error", "summarize", "orbit_outputs",
+    "ensemble_orbit_metrics",
+    "InfiniteWidthEnsemble",
+]
