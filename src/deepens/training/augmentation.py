@@ -5,7 +5,8 @@ A finite group C_k (``c4``, ``c8``, ``c16``, ...) replaces the training split by
 every sample of every batch by its own random angle drawn from the run's data generator (whose state
 is checkpointed, so a resumed run draws the same angles). Validation and test splits are never
 augmented. Inputs are standardised per channel (one mean / std per image channel, which commutes with
-rotations), also for an MLP, whose un-augmented inputs are standardised per pixel. Rotations act on the images (an MLP's vectors are reshaped to images and back); pixels
+rotations), also for an MLP, whose un-augmented inputs are standardised per pixel. Rotations act on
+the images (an MLP's vectors are reshaped to images and back); pixels
 rotated in from outside the image take the training images' median border value (the background; see
 :class:`deepens.symmetry.ImageRotation` for interpolation and borders).
 """
