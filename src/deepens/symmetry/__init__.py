@@ -13,6 +13,7 @@ from .actions import (
     Symmetry,
     Trivial,
     VectorRotation,
+    border_value,
     pad_for_rotation,
 )
 from .augment import RandomAugmentation, augment_orbits, draw_elements, image_augmentation, orbit_permutation
@@ -47,7 +48,7 @@ __all__ = [
     "tetrahedral", "octahedral", "icosahedral", "axis_rotations", "symmetric", "cyclic_shifts",
     "rotation_matrix",
     "Action", "Trivial", "ImageRotation", "LatticeRotation", "VectorRotation", "PermutationAction", "Symmetry",
-    "pad_for_rotation",
+    "pad_for_rotation", "border_value",
     "augment_orbits", "orbit_permutation", "RandomAugmentation", "draw_elements", "image_augmentation",
     "orbit_same_predictions", "relative_orbit_std", "equivariance_error", "summarize", "orbit_outputs",
     "ensemble_orbit_metrics",

@@ -43,7 +43,13 @@ __all__ = [
     "PermutationAction",
     "Symmetry",
     "pad_for_rotation",
+    "border_value",
 ]
+
+
+def _check_each(elements: Sequence, x: torch.Tensor) -> None:
+    if len(elements) != x.shape[0]:
+        raise DeepensError(f"elements: expected one element per sample ({x.shape[0]}), got {len(elements)}")
 
 
 class Action:
@@ -66,8 +72,7 @@ class Action:
 
     def apply_each(self, elements: Sequence, x: torch.Tensor) -> torch.Tensor:
         """ρ(g_b) x_b for one element per sample (B elements for a batch of B)."""
-        if len(elements) != x.shape[0]:
-            raise DeepensError(f"elements: expected one element per sample ({x.shape[0]}), got {len(elements)}")
+        _check_each(elements, x)
         return torch.cat([self(g, x[b : b + 1]) for b, g in enumerate(elements)]) if len(elements) else x
 
     def __repr__(self) -> str:
@@ -82,6 +87,13 @@ class Trivial(Action):
 
     def apply_each(self, elements: Sequence, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+def border_value(images: torch.Tensor) -> torch.Tensor:
+    """The median border pixel of images (N, C, H, W) per channel, shaped (C, 1, 1): the background that
+    pixels rotated in from outside an image should take."""
+    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., 1:-1, 0], images[..., 1:-1, -1]], dim=-1)
+    return border.transpose(0, 1).reshape(images.shape[1], -1).median(dim=1).values.reshape(-1, 1, 1)
 
 
 def pad_for_rotation(images: torch.Tensor, *, scale: int = 1, fill: float = 0.0) -> torch.Tensor:
@@ -136,8 +148,7 @@ class ImageRotation(Action):
 
     def apply_each(self, elements: Sequence, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        if len(elements) != x.shape[0]:
-            raise DeepensError(f"elements: expected one element per sample ({x.shape[0]}), got {len(elements)}")
+        _check_each(elements, x)
         angles = torch.tensor([self.angle(g) for g in elements], dtype=torch.float64)
         return self._rotate(x, angles)
 
@@ -180,7 +191,7 @@ class LatticeRotation(Action):
         self.flat = bool(flat)
 
     def __call__(self, g, x: torch.Tensor) -> torch.Tensor:
-        q = self.group.quarter_turns(g)
+        q = self.group.check(g)  # an element of C4 is its number of quarter turns
         n = self.size
         if self.flat:
             if x.shape[-1] != n * n:
@@ -222,8 +233,7 @@ class VectorRotation(Action):
         return self._apply(mats.reshape(shape), x.unsqueeze(0).expand(len(elements), *x.shape))
 
     def apply_each(self, elements: Sequence, x: torch.Tensor) -> torch.Tensor:
-        if len(elements) != x.shape[0]:
-            raise DeepensError(f"elements: expected one element per sample ({x.shape[0]}), got {len(elements)}")
+        _check_each(elements, x)
         mats = torch.from_numpy(np.stack([self.matrix(g) for g in elements])) if len(elements) else torch.zeros(0, 3, 3)
         return self._apply(mats.reshape((x.shape[0],) + (1,) * (x.dim() - 2) + (3, 3)), x)
 

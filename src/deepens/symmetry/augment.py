@@ -9,7 +9,6 @@ and batch from a ``torch.Generator`` (so a resumed run redraws the same elements
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 
@@ -18,7 +17,7 @@ import torch
 
 from ..errors import DeepensError
 from .actions import ImageRotation, Symmetry
-from .groups import SO2, SO3, CyclicGroup, Group
+from .groups import SO2, CyclicGroup, Group
 
 __all__ = ["augment_orbits", "RandomAugmentation", "draw_elements", "image_augmentation", "orbit_permutation",
            "AUGMENT_HELP"]
@@ -39,7 +38,7 @@ def augment_orbits(x: torch.Tensor, y: torch.Tensor, symmetry: Symmetry,
         raise DeepensError(f"elements: {symmetry.group.name} is continuous; pass the elements to augment with")
     elements = symmetry.group.elements() if elements is None else list(elements)
     xs = symmetry.input.orbit(x, elements).reshape(len(elements) * x.shape[0], *x.shape[1:])
-    if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8) and symmetry.invariant:
+    if _class_labels(y, symmetry):
         ys = y.repeat(len(elements))
     else:
         ys = symmetry.output.orbit(y, elements).reshape(len(elements) * y.shape[0], *y.shape[1:])
@@ -59,22 +58,16 @@ def orbit_permutation(symmetry: Symmetry, g, n: int) -> np.ndarray:
 
 
 def draw_elements(group: Group, n: int, generator: torch.Generator) -> list:
-    """``n`` Haar-random elements drawn from ``generator`` (uniform for finite groups)."""
+    """``n`` Haar-random elements drawn from ``generator`` (uniform for finite groups; a continuous group
+    samples with its own ``sample`` from a seed drawn from ``generator``)."""
     if group.is_finite:
         return torch.randint(0, group.order, (n,), generator=generator).tolist()
-    if isinstance(group, SO2):
-        return (torch.rand(n, generator=generator, dtype=torch.float64) * 2 * math.pi).tolist()
-    if isinstance(group, SO3):  # a uniform unit quaternion is a Haar-uniform rotation
-        q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
-        q = q / q.norm(dim=1, keepdim=True)
-        w, a, b, c = q.unbind(1)
-        mats = torch.stack([
-            1 - 2 * (b * b + c * c), 2 * (a * b - c * w), 2 * (a * c + b * w),
-            2 * (a * b + c * w), 1 - 2 * (a * a + c * c), 2 * (b * c - a * w),
-            2 * (a * c - b * w), 2 * (b * c + a * w), 1 - 2 * (a * a + b * b),
-        ], dim=1).reshape(n, 3, 3)
-        return list(mats.numpy())
-    raise DeepensError(f"group: cannot draw random elements of {group.name}")
+    return group.sample(n, seed=int(torch.randint(0, 2**62, (1,), generator=generator)))
+
+
+def _class_labels(y: torch.Tensor, symmetry: Symmetry) -> bool:
+    """Integer labels of an invariant target: left as they are by augmentation."""
+    return not torch.is_floating_point(y) and symmetry.invariant
 
 
 class RandomAugmentation:
@@ -86,7 +79,7 @@ class RandomAugmentation:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
         elements = draw_elements(self.symmetry.group, x.shape[0], generator)
         xs = self.symmetry.input.apply_each(elements, x)
-        if y.dtype in (torch.int64, torch.int32) and self.symmetry.invariant:
+        if _class_labels(y, self.symmetry):
             return xs, y
         return xs, self.symmetry.output.apply_each(elements, y)
 

@@ -32,7 +32,7 @@ from ..ensembles import DeepEnsemble
 from ..errors import DeepensError, check_int, check_real
 from ..kernels.analytic import Network
 from ..models import MLP, ConvNet
-from .actions import ImageRotation, LatticeRotation, Symmetry, VectorRotation, pad_for_rotation
+from .actions import ImageRotation, LatticeRotation, Symmetry, VectorRotation, border_value, pad_for_rotation
 from .augment import augment_orbits
 from .groups import SO3, CyclicGroup, MatrixGroup, axis_rotations, icosahedral, octahedral, tetrahedral
 from .metrics import ensemble_orbit_metrics, orbit_outputs
@@ -143,16 +143,16 @@ def ising(
         return {"equivariance": ensemble_orbit_metrics(orbit, "equivariance", symmetry=sym, elements=elements),
                 "orbit_std": ensemble_orbit_metrics(orbit, "orbit_std", scalar=total)}
 
-    ntk = {}
+    ntk, mu = {}, {}
     for name, x in sets.items():
         orbit, elements = orbit_outputs(theory, x, sym)
+        mu[name] = orbit[0].numpy()  # μ_t at the untransformed inputs, the reference for every width
         ntk[name] = metrics_of(orbit[:, None], elements)
         ntk[name]["floor"] = math.sqrt(float(theory.variance(x).mean()) / members) / math.sqrt(
-            float(np.mean(theory.mean(x) ** 2)))
+            float(np.mean(mu[name] ** 2)))
     rows = []
     for width in widths:
         t0 = time.perf_counter()
-        torch.manual_seed(seed + width)
         ens = DeepEnsemble(MLP(sites, [width], sites, parameterization="ntk"), members, seed=seed + 7 * width)
         losses = _full_batch_gd(ens, xa.float(), ya.float(), steps, lr)
         row = {"width": width, "train_loss": losses[-1] if losses else None, "seconds": 0.0, "sets": {}}
@@ -160,8 +160,7 @@ def ising(
             for name, x in sets.items():
                 orbit, elements = orbit_outputs(ens, x.float(), sym, batch_dim=1)
                 orbit = orbit.double()
-                mu = theory.mean(x)
-                row["sets"][name] = {"distance": _distance(orbit[0].numpy(), mu), **metrics_of(orbit, elements)}
+                row["sets"][name] = {"distance": _distance(orbit[0].numpy(), mu[name]), **metrics_of(orbit, elements)}
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         if progress:
@@ -229,7 +228,6 @@ def crossproduct(
         group = ROTATION_GROUPS[name]()
         sym = Symmetry(VectorRotation(group, 2), VectorRotation(group, 1))
         xa, ya = augment_orbits(train, target(train), sym)
-        torch.manual_seed(seed)
         ens = DeepEnsemble(MLP(6, [width, width], 3, parameterization="ntk"), members, seed=seed + 13)
         losses = _full_batch_gd(ens, xa.float(), ya.float(), steps, lr)
         theory = InfiniteWidthEnsemble(xa, ya, _ntk_network(2), lr=lr, loss="mean", steps=steps)
@@ -279,7 +277,7 @@ def _digit_images(seed: int, scale: int, photos: int):
     from ..data import load_dataset
 
     data = load_dataset("digits", seed=seed, val=0, flatten=False)
-    background = float(data.train.x[..., 0, 0].median())  # standardised value of a blank pixel
+    background = float(border_value(data.train.x))  # standardised value of a blank pixel
     raw = load_digits().images
     scale_std = float(raw.std())
     rng = np.random.default_rng(seed + 5)
@@ -338,7 +336,6 @@ def digits(
         t0 = time.perf_counter()
         sym = Symmetry(ImageRotation(CyclicGroup(k), fill=background))
         xa, ya = augment_orbits(x_train, y_train, sym)
-        torch.manual_seed(seed)
         ens = DeepEnsemble(ConvNet(1, 10, channels=channels), members, seed=seed + k)
         opt = torch.optim.Adam(ens.parameters(), lr=lr)
         order_gen = _generator(seed + 1000 + k)

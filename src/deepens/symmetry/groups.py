@@ -103,7 +103,8 @@ class FiniteGroup(Group):
             raise DeepensError(f"raw: element 0 of {name} must be the identity")
         self._inverse: list[int] | None = None
 
-    def _check(self, g) -> int:
+    def check(self, g) -> int:
+        """``g`` as an int, or a DeepensError when it is not an element."""
         if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or not 0 <= int(g) < self.order:
             raise DeepensError(f"g: expected an element 0..{self.order - 1} of {self.name}, got {g!r}")
         return int(g)
@@ -112,7 +113,7 @@ class FiniteGroup(Group):
         return 0
 
     def raw(self, g) -> object:
-        return self._raw[self._check(g)]
+        return self._raw[self.check(g)]
 
     def lookup(self, raw) -> int:
         """The element whose raw form is ``raw``."""
@@ -122,10 +123,10 @@ class FiniteGroup(Group):
             raise DeepensError(f"raw: {raw!r} is not an element of {self.name}") from None
 
     def compose(self, g, h) -> int:
-        return self.lookup(self._multiply(self._raw[self._check(g)], self._raw[self._check(h)]))
+        return self.lookup(self._multiply(self._raw[self.check(g)], self._raw[self.check(h)]))
 
     def inverse(self, g) -> int:
-        g = self._check(g)
+        g = self.check(g)
         if self._inverse is None:
             inv = [0] * self.order
             for a in range(self.order):
@@ -175,15 +176,10 @@ class CyclicGroup(FiniteGroup):
                          lambda a: round(((a / (2 * math.pi)) * self.k) % self.k) % self.k)
 
     def compose(self, g, h) -> int:
-        return (self._check(g) + self._check(h)) % self.k
+        return (self.check(g) + self.check(h)) % self.k
 
     def inverse(self, g) -> int:
-        return (-self._check(g)) % self.k
-
-    def quarter_turns(self, g) -> int | None:
-        """The number of quarter turns of element ``g`` when its angle is a multiple of π/2, else None."""
-        r = self._check(g)
-        return (4 * r) // self.k if (4 * r) % self.k == 0 else None
+        return (-self.check(g)) % self.k
 
 
 def _matrix_key(m: np.ndarray) -> tuple:

@@ -20,14 +20,9 @@ import torch
 from ..errors import DeepensError
 from ..kernels.analytic import Network, infinite_width_kernels
 from ..kernels.predict import KernelPredictor
+from .metrics import _np
 
 __all__ = ["InfiniteWidthEnsemble"]
-
-
-def _np(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 class InfiniteWidthEnsemble:

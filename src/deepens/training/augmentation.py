@@ -19,6 +19,7 @@ import torch
 
 from ..data.datasets import Dataset, Split
 from ..errors import DeepensError
+from ..symmetry.actions import border_value
 from ..symmetry.augment import RandomAugmentation, augment_orbits, image_augmentation
 
 __all__ = ["augment_dataset", "IMAGE_DATASETS"]
@@ -26,12 +27,6 @@ __all__ = ["augment_dataset", "IMAGE_DATASETS"]
 IMAGE_DATASETS = ("digits", "cifar10", "cifar100")
 
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
-
-
-def _border_fill(x: torch.Tensor) -> torch.Tensor:
-    """The median border pixel per channel of images (N, C, H, W), shaped (C, 1, 1)."""
-    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1)  # (N, C, P)
-    return border.transpose(0, 1).reshape(x.shape[1], -1).median(dim=1).values.reshape(-1, 1, 1)
 
 
 def augment_dataset(data: Dataset, spec: str, flatten: bool) -> tuple[Dataset, BatchTransform | None]:
@@ -42,7 +37,7 @@ def augment_dataset(data: Dataset, spec: str, flatten: bool) -> tuple[Dataset, B
     """
     if len(data.input_shape) != 3:
         raise DeepensError(f"augment: rotations act on images (C, H, W); {data.name} has shape {data.input_shape}")
-    symmetry, finite = image_augmentation(spec, fill=_border_fill(data.train.x))
+    symmetry, finite = image_augmentation(spec, fill=border_value(data.train.x))
     shape = data.input_shape
 
     def flat(split: Split) -> Split:
