@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m deepens.demo
+	$(BIN)/deepens study --quick --out runs/study --resume
 
 test: $(STAMP)
+	@sh scripts/install-chromium.sh
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 

@@ -14,6 +14,7 @@ def build_parser() -> Parser:
     from .equivariance import add_equivariance
     from .ntk import add_ntk
     from .scaling import add_scaling
+    from .study import add_study
     from .train import add_evaluate, add_train
 
     parser = Parser(
@@ -29,6 +30,7 @@ def build_parser() -> Parser:
     add_scaling(sub)
     add_design(sub)
     add_equivariance(sub)
+    add_study(sub)
     return parser
 
 

@@ -1,0 +1,225 @@
+"""Run the study's parts into a folder, resumably, with one progress display across parts.
+
+Layout of the output folder::
+
+    study.json            the study's configuration and state (written first)
+    parts/NAME.json       one finished part: its config, run time, results, reading (written atomically)
+    tables/NAME_*.csv     every table of the part
+    figures/*.png         its figures
+    results.json          every part's record together
+    report.html           the self-contained report (figures embedded)
+
+``resume=True`` skips parts whose ``parts/NAME.json`` exists with the same settings (``StudyConfig.part_config``)
+and re-runs the others; without it an existing study folder is refused, so nothing is overwritten by accident.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import DeepensError
+from ..io import atomic_write_json, atomic_write_text
+from .config import StudyConfig
+from .parts import PARTS, part_names
+
+__all__ = ["run_study", "StudyContext", "software_versions", "load_study"]
+
+
+def _clean(obj):
+    """JSON-safe copy: NaN / inf become None, tensors and numpy scalars become numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _clean(obj.tolist())
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def software_versions() -> dict:
+    import numpy
+    import scipy
+
+    import deepens
+
+    return {"deepens": deepens.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "scipy": scipy.__version__, "platform": platform.platform(),
+            "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+class StudyContext:
+    """What a part uses: ``train(**options)`` (one in-memory training of the reference setup with the given
+    options), ``data(flatten)`` and ``tick()`` (one progress unit)."""
+
+    def __init__(self, config: StudyConfig, tick: Callable[[], None]):
+        self.config = config
+        self._tick = tick
+        self._data: dict = {}
+        self.trainings = 0
+        self.diverged: list[dict] = []
+
+    def train_config(self, **options):
+        from ..training import TrainConfig
+
+        c = self.config
+        base = dict(dataset=c.dataset, data_dir=c.data_dir, num_samples=c.num_samples, model=c.model,
+                    widths=list(c.widths), epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, schedule=c.schedule,
+                    weight_decay=c.weight_decay, seed=c.seed, device=c.device, eval_every=c.epochs)
+        base.update(options)
+        return TrainConfig(**base)
+
+    def train(self, **options):
+        from ..training import Trainer
+
+        try:
+            return Trainer(self.train_config(**options), progress=False).fit()
+        finally:
+            self.trainings += 1
+            self._tick()
+
+    def try_train(self, **options):
+        """Like :meth:`train`, but a diverging training returns None (and is listed in ``diverged``)."""
+        from ..training import DivergenceError
+
+        try:
+            return self.train(**options)
+        except DivergenceError as exc:
+            self.diverged.append({"options": options, "error": str(exc)})
+            return None
+
+    def data(self, flatten: bool = True):
+        from ..data import load_dataset
+
+        if flatten not in self._data:
+            c = self.config
+            self._data[flatten] = load_dataset(c.dataset, seed=c.seed, val=0.1, flatten=flatten,
+                                               data_dir=c.data_dir, num_samples=c.num_samples)
+        return self._data[flatten]
+
+    def tick(self) -> None:
+        self._tick()
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else ("" if v is None else v)
+                         for k, v in r.items()})
+    return buffer.getvalue()
+
+
+def _state_path(out: Path) -> Path:
+    return out / "study.json"
+
+
+def load_study(out: str | Path) -> dict:
+    """The records of a study folder: ``{"config": ..., "parts": {name: record}}`` (finished parts only)."""
+    out = Path(out)
+    state = _state_path(out)
+    if not state.exists():
+        raise DeepensError(f"out: {out} holds no study (no study.json)")
+    try:
+        meta = json.loads(state.read_text())
+        parts = {}
+        for name in PARTS:
+            path = out / "parts" / f"{name}.json"
+            if path.exists():
+                parts[name] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DeepensError(f"out: {out} holds an unreadable study file ({exc})") from None
+    return {**meta, "parts": parts}
+
+
+def run_study(
+    config: StudyConfig,
+    out: str | Path,
+    *,
+    only: str | list[str] | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Run the selected parts of the study into ``out`` and write results.json, CSV tables, figures and
+    report.html. Returns ``{"config", "versions", "parts": {name: record}, "report": path, "skipped": [...]}``."""
+    from .report import write_report
+
+    config = config.validate()
+    out = Path(out)
+    names = part_names(only)
+    if out.exists() and not out.is_dir():
+        raise DeepensError(f"out: {out} is a file, expected a folder")
+    if _state_path(out).exists() and not resume:
+        raise DeepensError(f"out: {out} already holds a study; pass --resume to continue it or choose another --out")
+    if out.exists() and not _state_path(out).exists() and any(out.iterdir()):
+        raise DeepensError(f"out: {out} is a non-empty folder that holds no study; choose another --out")
+    for sub in ("parts", "tables", "figures"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    versions = software_versions()
+    atomic_write_json(_state_path(out), _clean({"config": config.to_dict(), "versions": versions}))
+
+    todo, skipped = [], []
+    for name in names:
+        path = out / "parts" / f"{name}.json"
+        if resume and path.exists():
+            try:
+                stored = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                stored = None
+            if stored and stored.get("config") == _clean(config.part_config(PARTS[name].prefix)):
+                skipped.append(name)
+                continue
+        todo.append(name)
+    total = sum(PARTS[n].units(config) for n in todo)
+    bar = tqdm(total=total, desc="study", unit="run", disable=None if progress is None else not progress,
+               dynamic_ncols=True)
+    say = log or (lambda _msg: None)
+    for name in skipped:
+        say(f"{name}: finished earlier, skipped (--resume)")
+    try:
+        for i, name in enumerate(todo, 1):
+            part = PARTS[name]
+            bar.set_description(f"study [{i}/{len(todo)}] {name}")
+            ctx = StudyContext(config, lambda: bar.update(1))
+            started = time.perf_counter()
+            with torch.random.fork_rng():
+                torch.manual_seed(config.seed)
+                try:
+                    outcome = part.run(config, ctx)
+                except DeepensError as exc:
+                    raise DeepensError(f"study part {name}: {exc}") from None
+            seconds = time.perf_counter() - started
+            record = _clean({"name": name, "title": part.title, "claim": part.claim,
+                             "config": config.part_config(part.prefix), "seconds": seconds,
+                             "trainings": ctx.trainings, "diverged": ctx.diverged, "versions": versions,
+                             **outcome})
+            figures = part.plot(record, out / "figures")
+            record["figures"] = [str(Path(f).relative_to(out)) for f in figures]
+            for table, rows in outcome.get("tables", {}).items():
+                atomic_write_text(out / "tables" / f"{table}.csv", _csv(_clean(rows)))
+            atomic_write_json(out / "parts" / f"{name}.json", record)
+            say(f"{name}: {seconds:.0f} s, {ctx.trainings} trainings — {record.get('headline', '')}")
+    finally:
+        bar.close()
+    study = load_study(out)
+    study["parts"] = {n: study["parts"][n] for n in PARTS if n in study["parts"]}
+    atomic_write_json(out / "results.json", study)
+    report = write_report(study, out)
+    return {**study, "report": str(report), "skipped": skipped, "ran": todo}
