@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -29,25 +28,11 @@ from tqdm.auto import tqdm
 
 from ..errors import DeepensError
 from ..io import atomic_write_json, atomic_write_text
+from ..runs.rundir import jsonable
 from .config import StudyConfig
 from .parts import PARTS, part_names
 
 __all__ = ["run_study", "StudyContext", "software_versions", "load_study"]
-
-
-def _clean(obj):
-    """JSON-safe copy: NaN / inf become None, tensors and numpy scalars become numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _clean(obj.tolist())
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def software_versions() -> dict:
@@ -173,7 +158,7 @@ def run_study(
     for sub in ("parts", "tables", "figures"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     versions = software_versions()
-    atomic_write_json(_state_path(out), _clean({"config": config.to_dict(), "versions": versions}))
+    atomic_write_json(_state_path(out), jsonable({"config": config.to_dict(), "versions": versions}))
 
     todo, skipped = [], []
     for name in names:
@@ -183,7 +168,7 @@ def run_study(
                 stored = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 stored = None
-            if stored and stored.get("config") == _clean(config.part_config(PARTS[name].prefix)):
+            if stored and stored.get("config") == jsonable(config.part_config(PARTS[name].prefix)):
                 skipped.append(name)
                 continue
         todo.append(name)
@@ -206,14 +191,14 @@ def run_study(
                 except DeepensError as exc:
                     raise DeepensError(f"study part {name}: {exc}") from None
             seconds = time.perf_counter() - started
-            record = _clean({"name": name, "title": part.title, "claim": part.claim,
+            record = jsonable({"name": name, "title": part.title, "claim": part.claim,
                              "config": config.part_config(part.prefix), "seconds": seconds,
                              "trainings": ctx.trainings, "diverged": ctx.diverged, "versions": versions,
                              **outcome})
             figures = part.plot(record, out / "figures")
             record["figures"] = [str(Path(f).relative_to(out)) for f in figures]
             for table, rows in outcome.get("tables", {}).items():
-                atomic_write_text(out / "tables" / f"{table}.csv", _csv(_clean(rows)))
+                atomic_write_text(out / "tables" / f"{table}.csv", _csv(jsonable(rows)))
             atomic_write_json(out / "parts" / f"{name}.json", record)
             say(f"{name}: {seconds:.0f} s, {ctx.trainings} trainings — {record.get('headline', '')}")
     finally:
