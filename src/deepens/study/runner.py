@@ -88,12 +88,11 @@ class StudyContext:
             return None
 
     def data(self, flatten: bool = True):
-        from ..data import load_dataset
+        """The study's dataset, split exactly as every training splits it (the trainer's ``load_data``)."""
+        from ..training.trainer import load_data
 
         if flatten not in self._data:
-            c = self.config
-            self._data[flatten] = load_dataset(c.dataset, seed=c.seed, val=0.1, flatten=flatten,
-                                               data_dir=c.data_dir, num_samples=c.num_samples)
+            self._data[flatten] = load_data(self.train_config(flatten=flatten), torch.device("cpu"))
         return self._data[flatten]
 
     def tick(self) -> None:
@@ -203,8 +202,7 @@ def run_study(
             say(f"{name}: {seconds:.0f} s, {ctx.trainings} trainings — {record.get('headline', '')}")
     finally:
         bar.close()
-    study = load_study(out)
-    study["parts"] = {n: study["parts"][n] for n in PARTS if n in study["parts"]}
+    study = load_study(out)  # every finished part, in the study's order
     atomic_write_json(out / "results.json", study)
     report = write_report(study, out)
     return {**study, "report": str(report), "skipped": skipped, "ran": todo}
