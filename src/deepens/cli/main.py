@@ -15,6 +15,7 @@ def build_parser() -> Parser:
     from .ntk import add_ntk
     from .scaling import add_scaling
     from .study import add_study
+    from .sweep import add_sweep
     from .train import add_evaluate, add_train
 
     parser = Parser(
@@ -31,6 +32,7 @@ def build_parser() -> Parser:
     add_design(sub)
     add_equivariance(sub)
     add_study(sub)
+    add_sweep(sub)
     return parser
 
 

@@ -178,7 +178,7 @@ def pools_from_runs(runs: list[Path], split: str, by: str) -> dict[float, dict]:
             labels_ref = y
         elif y.shape != labels_ref.shape or not np.array_equal(y, labels_ref):
             raise DeepensError(f"runs: {run} was evaluated on other {split} samples than {runs[0]}; pools must "
-                               "share the evaluation set (same dataset and seed)")
+                               "share the evaluation set (same dataset and data split: set data_seed)")
         key = float(size) if by == "width" else 0.0
         pool = pools.setdefault(key, {"size": float(size), "logits": [], "runs": [], "family": family})
         if pool["size"] != size:
@@ -192,10 +192,28 @@ def pools_from_runs(runs: list[Path], split: str, by: str) -> dict[float, dict]:
     return pools
 
 
+def store_runs(store: Path, sweep: str | None = None) -> list[Path]:
+    """The finished runs of a sweep store (one sweep or all) that a pool can take: deep and vectorized
+    ensembles, whose members are independently trained networks."""
+    from ..sweeps import Store
+
+    chosen = [Path(store) / "runs" / t.id for t in Store(store).tasks(sweep, statuses=("done",))
+              if t.config.get("ensemble") in ("deep", "vectorized")]
+    if not chosen:
+        where = f"sweep {sweep!r} of {store}" if sweep else str(store)
+        raise DeepensError(f"store: {where} has no finished deep or vectorized ensemble to pool")
+    return chosen
+
+
 def _curves(args: argparse.Namespace) -> tuple[dict[float, dict], dict[float, list[dict]]]:
-    if not args.runs:
-        raise DeepensError("runs: give at least one run directory")
-    pools = pools_from_runs(args.runs, args.split, args.by)
+    runs = list(args.runs)
+    if args.store is not None:
+        runs += store_runs(args.store, args.sweep)
+    elif args.sweep is not None:
+        raise DeepensError("sweep: --sweep selects a sweep of a store; add --store DIR")
+    if not runs:
+        raise DeepensError("runs: give run directories or --store DIR")
+    pools = pools_from_runs(runs, args.split, args.by)
     sizes = split_ints("sizes", args.sizes) if args.sizes else None
     curves = {}
     for pool in pools.values():
@@ -303,7 +321,9 @@ def run_split(args: argparse.Namespace) -> int:
 
 
 def _pool_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", type=Path, help="run directories of deep (or vectorized) ensembles")
+    p.add_argument("runs", nargs="*", type=Path, help="run directories of deep (or vectorized) ensembles")
+    p.add_argument("--store", type=Path, help="a sweep store: pool its finished deep / vectorized runs")
+    p.add_argument("--sweep", help="with --store: only this sweep's runs (default every sweep of the store)")
     p.add_argument("--by", default="width", choices=("width", "none"),
                    help="group networks by size (width, default) or put all in one pool (none)")
     p.add_argument("--split", default="test", choices=("val", "test"))

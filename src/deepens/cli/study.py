@@ -18,7 +18,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     config = StudyConfig.preset_config(preset, **overrides)
     log = None if args.json else (lambda msg: sys.stderr.write(msg + "\n"))
     result = run_study(config, args.out, only=args.only, resume=args.resume,
-                       progress=False if args.json or args.no_progress else None, log=log)
+                       progress=False if args.json or args.no_progress else None, log=log, store=args.store)
     if args.json:
         print_json(result)
         return 0
@@ -48,6 +48,8 @@ def add_study(sub) -> None:
                                   "scaling (default all)")
     p.add_argument("--resume", action="store_true",
                    help="continue a study in --out: skip parts already finished with the same settings")
+    p.add_argument("--store", help="a sweep store: every training is looked up there (done by an earlier study or "
+                                   "a sweep with the same options: loaded, not trained) and new ones are kept there")
     p.add_argument("--dataset", help="digits (default), mnist1d, gaussians, cifar10, cifar100 (with --data-dir)")
     p.add_argument("--data-dir", help="folder with the CIFAR python batches")
     p.add_argument("--num-samples", type=int, help="samples to generate (mnist1d, gaussians)")

@@ -64,6 +64,8 @@ OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--final-lr",), "final_lr", dict(type=float, help="ee / cosine schedule: final lr (1e-4)")),
     (("--loss",), "loss", dict(choices=("ce", "mse"))),
     (("--seed",), "seed", dict(type=int, help="every random choice derives from it (default 0)")),
+    (("--data-seed",), "data_seed", dict(type=int, help="seed of the train / val / test split only (default: "
+                                                        "--seed); fix it to pool networks of several seeds")),
     (("--device",), "device", dict(help="cpu (default), cuda or auto")),
     (("--eval-every",), "eval_every", dict(type=int, help="epochs between validation evaluations (1)")),
     (("--checkpoint-seconds",), "checkpoint_seconds", dict(type=float, help="checkpoint at an epoch's end once "

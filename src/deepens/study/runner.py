@@ -51,12 +51,19 @@ class StudyContext:
     """What a part uses: ``train(**options)`` (one in-memory training of the reference setup with the given
     options), ``data(flatten)`` and ``tick()`` (one progress unit)."""
 
-    def __init__(self, config: StudyConfig, tick: Callable[[], None]):
+    def __init__(self, config: StudyConfig, tick: Callable[[], None], store=None, owner=None):
         self.config = config
         self._tick = tick
         self._data: dict = {}
         self.trainings = 0
+        self.from_store = 0
         self.diverged: list[dict] = []
+        self.store = store
+        self.owner = owner
+        if store is not None and owner is None:
+            from ..sweeps.store import Owner
+
+            self.owner = Owner.me()
 
     def train_config(self, **options):
         from ..training import TrainConfig
@@ -72,10 +79,48 @@ class StudyContext:
         from ..training import Trainer
 
         try:
+            if self.store is not None:
+                return self._train_in_store(self.train_config(**options), options)
             return Trainer(self.train_config(**options), progress=False).fit()
         finally:
             self.trainings += 1
             self._tick()
+
+    def _train_in_store(self, config, options: dict):
+        """One training through a sweep store: a task done earlier (by the study or by a sweep with the same
+        options) is loaded from its run directory; otherwise it is claimed, trained into the store and
+        recorded. A training that diverged before is not tried again: its stored error is raised."""
+        from ..sweeps.executors import prune_checkpoints, result_summary
+        from ..training import DivergenceError, Trainer
+
+        store, owner = self.store, self.owner
+        label = " ".join(f"{k}={v}" for k, v in options.items())
+        tid = store.add_task(config.to_dict(), sweep="study", label=label)
+        run_dir = store.run_dir(tid)
+        while True:
+            record = store.task(tid)
+            if record.status == "done":
+                self.from_store += 1
+                return Trainer(config, run_dir, progress=False).fit(resume=True)
+            if record.status == "failed":
+                error = record.error or "failed"
+                kind, _, message = error.partition(": ")
+                raise DivergenceError(message) if kind == "DivergenceError" else DeepensError(f"task {tid}: {error}")
+            if store.claim(owner, task=tid, max_retries=0, executor="study") is not None:
+                break
+            time.sleep(1.0)  # another live process is training it: wait for its outcome
+        started = time.perf_counter()
+        try:
+            result = Trainer(config, run_dir, progress=False).fit(resume=True)
+        except DivergenceError as exc:
+            store.fail(tid, f"DivergenceError: {exc}", wall=time.perf_counter() - started)
+            raise
+        except BaseException:
+            store.release(tid, owner)
+            raise
+        prune_checkpoints(run_dir)
+        store.finish(tid, result=result_summary(result.metrics), wall=time.perf_counter() - started)
+        return result
 
     def try_train(self, **options):
         """Like :meth:`train`, but a diverging training returns None (and is listed in ``diverged``)."""
@@ -140,10 +185,22 @@ def run_study(
     resume: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    store=None,
 ) -> dict:
     """Run the selected parts of the study into ``out`` and write results.json, CSV tables, figures and
-    report.html. Returns ``{"config", "versions", "parts": {name: record}, "report": path, "skipped": [...]}``."""
+    report.html. Returns ``{"config", "versions", "parts": {name: record}, "report": path, "skipped": [...]}``.
+
+    With ``store`` (a sweep store or its folder) every training goes through the store: trainings done
+    earlier there (by a study or a sweep with the same options) are loaded instead of trained, new ones are
+    written there, and a study killed mid-part loses no finished training."""
     from .report import write_report
+
+    owner = beat = None
+    if store is not None:
+        from ..sweeps.store import Owner, Store
+
+        store = store if isinstance(store, Store) else Store(store, create=True)
+        owner = Owner.me()
 
     config = config.validate()
     out = Path(out)
@@ -177,11 +234,15 @@ def run_study(
     say = log or (lambda _msg: None)
     for name in skipped:
         say(f"{name}: finished earlier, skipped (--resume)")
+    if store is not None:
+        from ..sweeps.runner import HEARTBEAT_SECONDS, Heartbeat
+
+        beat = Heartbeat(store, owner, HEARTBEAT_SECONDS)
     try:
         for i, name in enumerate(todo, 1):
             part = PARTS[name]
             bar.set_description(f"study [{i}/{len(todo)}] {name}")
-            ctx = StudyContext(config, lambda: bar.update(1))
+            ctx = StudyContext(config, lambda: bar.update(1), store, owner)
             started = time.perf_counter()
             with torch.random.fork_rng():
                 torch.manual_seed(config.seed)
@@ -192,7 +253,8 @@ def run_study(
             seconds = time.perf_counter() - started
             record = jsonable({"name": name, "title": part.title, "claim": part.claim,
                              "config": config.part_config(part.prefix), "seconds": seconds,
-                             "trainings": ctx.trainings, "diverged": ctx.diverged, "versions": versions,
+                             "trainings": ctx.trainings, "from_store": ctx.from_store, "diverged": ctx.diverged,
+                             "versions": versions,
                              **outcome})
             figures = part.plot(record, out / "figures")
             record["figures"] = [str(Path(f).relative_to(out)) for f in figures]
@@ -202,6 +264,8 @@ def run_study(
             say(f"{name}: {seconds:.0f} s, {ctx.trainings} trainings — {record.get('headline', '')}")
     finally:
         bar.close()
+        if beat is not None:
+            beat.stop()
     study = load_study(out)  # every finished part, in the study's order
     atomic_write_json(out / "results.json", study)
     report = write_report(study, out)

@@ -117,6 +117,7 @@ class TrainConfig:
     loss: str = "ce"
     # run
     seed: int = 0
+    data_seed: int | None = None  # seed of the train / val / test split (None: seed); fix it to pool networks
     device: str = "cpu"
     eval_every: int = 1
     eval_batch_size: int = 1024
@@ -173,12 +174,18 @@ class TrainConfig:
         check_real("final_lr", self.final_lr, low=0.0)
         check_choice("loss", self.loss, LOSSES)
         check_int("seed", self.seed)
+        if self.data_seed is not None:
+            check_int("data_seed", self.data_seed)
         check_int("eval_every", self.eval_every, minimum=1)
         check_int("eval_batch_size", self.eval_batch_size, minimum=1)
         check_real("checkpoint_seconds", self.checkpoint_seconds, low=0.0)
         if isinstance(self.val, bool) or not isinstance(self.val, (int, float)):
             raise DeepensError(f"val: expected a fraction in [0, 1) or a count, got {self.val!r}")
         return self
+
+    def split_seed(self) -> int:
+        """The seed of the data split: ``data_seed``, or ``seed`` when it is None."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def gamma_value(self) -> float:
         """γ(M) for this ensemble's M."""

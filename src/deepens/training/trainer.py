@@ -48,6 +48,10 @@ __all__ = [
 ]
 
 
+RESUMABLE_CHANGES = frozenset({"device", "eval_batch_size", "checkpoint_seconds"})
+"""Options that may change between a run and its resumption: they do not change what is trained."""
+
+
 class DivergenceError(DeepensError):
     """Training produced a non-finite loss or non-finite weights."""
 
@@ -91,7 +95,7 @@ def load_data(config: TrainConfig, device: torch.device, *, with_transform: bool
     flatten = config.model == "mlp" if config.flatten is None else config.flatten
     data = load_dataset(
         config.dataset,
-        seed=config.seed,
+        seed=config.split_seed(),
         val=config.val,
         flatten=flatten and not config.augment,
         data_dir=config.data_dir,
@@ -316,7 +320,7 @@ class Trainer:
         return f"training diverged {where}: {what} (try a smaller --lr){keep}"
 
     def _check_same_config(self, stored: TrainConfig) -> None:
-        free = {"device", "eval_batch_size"}  # may change between a run and its resumption
+        free = RESUMABLE_CHANGES
         mine, theirs = self.config.to_dict(), stored.to_dict()
         diff = [k for k in mine if k not in free and mine[k] != theirs.get(k)]
         if diff:

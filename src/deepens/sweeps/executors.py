@@ -1,0 +1,248 @@
+"""Executors: where the tasks of a sweep train.
+
+- ``local`` (default): in this process, one task after another (``workers=1``), or a small pool of
+  worker processes (``workers > 1``; started with *spawn*, each exits when the sweep's process dies).
+- ``ray``: tasks on a Ray cluster, reached with ``ray.init(address=...)`` or started locally; each task
+  asks Ray for the spec's ``resources`` (CPUs, GPUs). Needs the optional extra ``deepens[ray]``.
+
+Every executor trains a task with :func:`train_task`, which sets the number of torch threads to the
+task's ``cpus`` and trains with the deepens trainer (``resume=True``, so an interrupted task continues from
+its last checkpoint): the same spec and seeds give the same weights and logits whichever executor runs it.
+A Ray worker trains in the store's run directory when it can see the store (same machine or a shared
+file system) and otherwise in a local temporary folder whose finished run directory it sends back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from ..errors import DeepensError
+
+__all__ = ["train_task", "Outcome", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS"]
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class Outcome:
+    """What came back from one task: a result summary, or an error; the worker's wall time."""
+
+    ok: bool
+    result: dict | None = None
+    error: str | None = None
+    wall: float = 0.0
+    worker: str = ""
+    files: dict | None = None  # a run directory sent back by a worker that cannot see the store
+
+
+def result_summary(metrics: dict) -> dict:
+    """The index's summary of a finished training's metrics."""
+    out = {key: metrics.get(key) for key in ("members", "ensemble", "epochs", "steps", "seconds")}
+    for split in ("val", "test"):
+        for key in ("accuracy", "nll", "member_accuracy"):
+            value = metrics.get(split, {}).get(key)
+            if value is not None:
+                out[f"{split}_{key}"] = value
+    return out
+
+
+def prune_checkpoints(run_dir: Path) -> None:
+    """Remove a finished run's checkpoints (its weights, logits and metrics stay)."""
+    (run_dir / "checkpoint.json").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
+def train_task(config: dict, run_dir: str, threads: int = 1, keep_checkpoints: bool = False) -> Outcome:
+    """Train one task into ``run_dir`` (resuming it if it was interrupted) with ``threads`` torch threads.
+    Never raises: an error comes back as ``Outcome(ok=False, error=...)``."""
+    import torch
+
+    from ..training import TrainConfig, Trainer
+
+    started = time.perf_counter()
+    previous = torch.get_num_threads()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        torch.set_num_threads(int(threads))
+        result = Trainer(TrainConfig.from_dict(dict(config)), run_dir, progress=False).fit(resume=True)
+        if not keep_checkpoints:
+            prune_checkpoints(Path(run_dir))
+        return Outcome(True, result_summary(result.metrics), wall=time.perf_counter() - started, worker=worker)
+    except DeepensError as exc:
+        return Outcome(False, error=f"{type(exc).__name__}: {exc}", wall=time.perf_counter() - started,
+                       worker=worker)
+    except Exception as exc:  # noqa: BLE001 - any failure of a task is recorded, not raised
+        trace = "".join(traceback.format_exception(exc)[-6:])
+        return Outcome(False, error=f"{type(exc).__name__}: {exc}\n{trace}", wall=time.perf_counter() - started,
+                       worker=worker)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _watch_parent(parent: int) -> None:
+    """Pool workers: exit when the sweep's process is gone (e.g. SIGKILLed), so no orphan keeps training."""
+
+    def loop() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+class LocalExecutor:
+    """Tasks in this process (``workers=1``) or in a pool of ``workers`` processes."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1):
+        self.workers = int(workers)
+        self._queue: list = []
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: dict[Future, object] = {}
+
+    def capacity(self) -> int:
+        return self.workers
+
+    def submit(self, task, run_dir: Path) -> None:
+        args = (task.config, str(run_dir), task.resources.get("cpus", 1), task.keep_checkpoints)
+        if self.workers == 1:
+            self._queue.append((task, args))
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                             initializer=_watch_parent, initargs=(os.getpid(),))
+        self._futures[self._pool.submit(train_task, *args)] = task
+
+    def pending(self) -> int:
+        return len(self._queue) + len(self._futures)
+
+    def wait(self) -> list[tuple[object, Outcome]]:
+        if self.workers == 1:
+            task, args = self._queue.pop(0)
+            return [(task, train_task(*args))]
+        done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
+        out = []
+        for future in done:
+            task = self._futures.pop(future)
+            try:
+                out.append((task, future.result()))
+            except Exception as exc:  # noqa: BLE001 - a worker process died (killed, out of memory)
+                out.append((task, Outcome(False, error=f"worker process failed: {type(exc).__name__}: {exc}")))
+                self._restart_pool()
+        return out
+
+    def _restart_pool(self) -> None:
+        """A dead worker breaks the whole pool (every task in it comes back failed and is retried, within
+        the retry bound); the next submit starts a new pool."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _ray_train(config: dict, store_root: str, store_id: str, tid: str, threads: int, keep: bool) -> Outcome:
+    """The Ray task: train in the store if this node sees it, else in a temporary folder sent back."""
+    import json
+
+    marker = Path(store_root) / "store.json"
+    try:
+        visible = json.loads(marker.read_text()).get("id") == store_id
+    except (OSError, ValueError):
+        visible = False
+    if visible:
+        return train_task(config, str(Path(store_root) / "runs" / tid), threads, keep)
+    with tempfile.TemporaryDirectory(prefix="deepens-task-") as tmp:
+        run_dir = Path(tmp) / tid
+        outcome = train_task(config, str(run_dir), threads, keep)
+        if outcome.ok:
+            outcome.files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+                             if p.is_file()}
+        return outcome
+
+
+class RayExecutor:
+    """Tasks on a Ray cluster: ``address`` (e.g. ``auto`` or ``ray://head:10001``) or a local cluster."""
+
+    name = "ray"
+
+    def __init__(self, store, address: str | None = None, workers: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise DeepensError("executor: ray is not installed; install the extra: "
+                               "pip install 'deepens[ray]'") from None
+        self.ray = ray
+        self.store = store
+        self._started = False
+        if not ray.is_initialized():
+            kwargs = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
+            try:
+                ray.init(log_to_driver=False, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+                raise DeepensError(f"address: cannot connect to {where} ({' '.join(str(exc).split())})") from None
+            self._started = True
+        self._remote = ray.remote(_ray_train)
+        self._refs: dict = {}
+
+    def capacity(self) -> int:
+        cpus = self.ray.cluster_resources().get("CPU", 1.0)
+        return max(1, int(cpus)) * 2  # keep every CPU busy and one more task queued per CPU
+
+    def submit(self, task, run_dir: Path) -> None:
+        res = task.resources
+        ref = self._remote.options(num_cpus=res.get("cpus", 1), num_gpus=res.get("gpus", 0), max_retries=0).remote(
+            task.config, str(self.store.root.resolve()), self.store.id, task.id, res.get("cpus", 1),
+            task.keep_checkpoints)
+        self._refs[ref] = task
+
+    def pending(self) -> int:
+        return len(self._refs)
+
+    def wait(self) -> list[tuple[object, Outcome]]:
+        ready, _ = self.ray.wait(list(self._refs), num_returns=1)
+        out = []
+        for ref in ready:
+            task = self._refs.pop(ref)
+            try:
+                outcome = self.ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - the worker or its node died
+                outcome = Outcome(False, error=f"ray task failed: {type(exc).__name__}: {' '.join(str(exc).split())}")
+            if outcome.ok and outcome.files is not None:
+                self.store.install_run(task.id, outcome.files)
+                outcome.files = None
+            out.append((task, outcome))
+        return out
+
+    def close(self) -> None:
+        for ref in list(self._refs):
+            self.ray.cancel(ref, force=True)
+        self._refs.clear()
+        if self._started:
+            self.ray.shutdown()
+
+
+def make_executor(name: str, store, *, workers: int | None = None, address: str | None = None):
+    if name == "local":
+        if address:
+            raise DeepensError("address: only the ray executor connects to a cluster; add --executor ray")
+        return LocalExecutor(1 if workers is None else workers)
+    if name == "ray":
+        return RayExecutor(store, address, workers)
+    raise DeepensError(f"executor: expected one of {', '.join(EXECUTORS)}, got {name!r}")
