@@ -238,11 +238,16 @@ class RayExecutor:
             self.ray.shutdown()
 
 
+def check_executor(name: str, address: str | None = None) -> None:
+    """Refuse an unknown executor, or an address for the local one, before anything is written."""
+    if name not in EXECUTORS:
+        raise DeepensError(f"executor: expected one of {', '.join(EXECUTORS)}, got {name!r}")
+    if name == "local" and address:
+        raise DeepensError("address: only the ray executor connects to a cluster; add --executor ray")
+
+
 def make_executor(name: str, store, *, workers: int | None = None, address: str | None = None):
+    check_executor(name, address)
     if name == "local":
-        if address:
-            raise DeepensError("address: only the ray executor connects to a cluster; add --executor ray")
         return LocalExecutor(1 if workers is None else workers)
-    if name == "ray":
-        return RayExecutor(store, address, workers)
-    raise DeepensError(f"executor: expected one of {', '.join(EXECUTORS)}, got {name!r}")
+    return RayExecutor(store, address, workers)

@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import check_int, check_real
-from .executors import make_executor
+from .executors import check_executor, make_executor
 from .spec import SweepSpec, load_spec
 from .store import LEASE_SECONDS, Owner, Store
 
@@ -61,13 +61,14 @@ def run_sweep(
     failures per task; ``lease`` the seconds without heartbeat after which another host's claim is taken
     over. Returns a summary (tasks trained now, done before, failed, left running elsewhere).
     """
+    check_executor(executor, address)
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     lease = LEASE_SECONDS if lease is None else check_real("lease", lease, low=0.0)
-    store = store if isinstance(store, Store) else Store(store, create=True, lease=lease)
-    store.lease = lease
     retries = spec.max_retries if max_retries is None else check_int("max_retries", max_retries, minimum=0)
     if workers is not None:
         check_int("workers", workers, minimum=1)
+    store = store if isinstance(store, Store) else Store(store, create=True, lease=lease)
+    store.lease = lease
     say = log or (lambda _msg: None)
     registered = store.register(spec)
     before = store.status(spec.name)["sweeps"][0]

@@ -1,0 +1,219 @@
+"""Sweeps end to end: each task equals a direct training; the process pool and a real local Ray cluster give
+the same bytes; failures are retried within the bound; a SIGKILLed sweep resumes to the uninterrupted
+result; two sweep processes on one store train every task once."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepens.sweeps import Store, SweepSpec, run_sweep
+from deepens.sweeps.executors import _ray_train
+from deepens.training import TrainConfig, Trainer
+
+TINY = {"dataset": "digits", "ensemble": "deep", "members": 4, "epochs": 2, "widths": [16], "data_seed": 0}
+
+
+def tiny_spec(**extra):
+    return SweepSpec.from_dict({"name": "tiny", "base": TINY, "grid": {"width": [0.5, 1.0]}, "members_per_task": 2,
+                                **extra})
+
+
+def run_files(store: Store, tid: str) -> dict:
+    """What must be identical between executors: weights, logits and metrics without timings."""
+    run = store.run_dir(tid)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.pop("seconds")
+    history = [{k: v for k, v in row.items() if k != "seconds"}
+               for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    return {"weights": load_file(run / "model.safetensors"), "logits": load_file(run / "logits.safetensors"),
+            "metrics": metrics, "history": history}
+
+
+def assert_same_runs(a: Store, b: Store, tids) -> None:
+    for tid in tids:
+        x, y = run_files(a, tid), run_files(b, tid)
+        assert x["metrics"] == y["metrics"] and x["history"] == y["history"], tid
+        for key in ("weights", "logits"):
+            assert x[key].keys() == y[key].keys()
+            assert all(torch.equal(x[key][k], y[key][k]) for k in x[key]), (tid, key)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The tiny sweep, run in this process: the result every other executor must reproduce."""
+    store = Store(tmp_path_factory.mktemp("ref") / "store", create=True)
+    summary = run_sweep(tiny_spec(), store, progress=False)
+    return store, summary
+
+
+@pytest.mark.slow
+def test_local_sweep_trains_each_task_as_a_direct_training(reference):
+    store, summary = reference
+    spec = tiny_spec()
+    assert (summary["tasks"], summary["trained"], summary["done"], summary["failed"]) == (4, 4, 4, 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the task ran (resources.cpus = 1)
+    try:
+        for task in spec.tasks:
+            direct = Trainer(TrainConfig.from_dict(task.config), progress=False).fit()
+            stored = load_file(store.run_dir(task.id) / "model.safetensors")
+            assert all(torch.equal(v, stored[k]) for k, v in direct.model.state_dict().items())
+            record = store.task(task.id)
+            assert record.result["test_accuracy"] == direct.metrics["test"]["accuracy"]
+            assert not (store.run_dir(task.id) / "checkpoints").exists()  # pruned once finished
+    finally:
+        torch.set_num_threads(threads)
+    again = run_sweep(spec, store, progress=False)
+    assert (again["trained"], again["done_before"]) == (0, 4)
+    assert all(r.attempts == 1 for r in store.tasks("tiny"))
+
+
+@pytest.mark.slow
+def test_process_pool_gives_identical_results(reference, tmp_path):
+    ref, _ = reference
+    pool = Store(tmp_path / "pool", create=True)
+    summary = run_sweep(tiny_spec(keep_checkpoints=True), pool, workers=2, progress=False)
+    assert summary["trained"] == 4
+    assert_same_runs(ref, pool, [t.id for t in tiny_spec().tasks])
+    assert all((pool.run_dir(t.id) / "checkpoint.json").exists() for t in tiny_spec().tasks)  # kept
+
+
+@pytest.mark.slow
+def test_ray_executor_on_a_real_local_cluster_gives_identical_results(reference, tmp_path):
+    import ray  # the dev extra installs it (make test); no skip: a missing Ray fails the test
+
+    ref, _ = reference
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        store = Store(tmp_path / "ray", create=True)
+        summary = run_sweep(tiny_spec(), store, executor="ray", progress=False)
+        assert ray.is_initialized()  # a cluster started by the caller is left running
+    finally:
+        ray.shutdown()
+    assert (summary["trained"], summary["failed"]) == (4, 0)
+    assert_same_runs(ref, store, [t.id for t in tiny_spec().tasks])
+    assert {r.status for r in store.tasks("tiny")} == {"done"}
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_see_the_store_sends_the_run_back(reference, tmp_path):
+    ref, _ = reference
+    task = tiny_spec().tasks[1]
+    outcome = _ray_train(task.config, str(tmp_path / "elsewhere"), "no-such-store", task.id, 1, False)
+    assert outcome.ok and "model.safetensors" in outcome.files and not any("checkpoint" in f for f in outcome.files)
+    store = Store(tmp_path / "st", create=True)
+    store.install_run(task.id, outcome.files)
+    assert_same_runs(ref, store, [task.id])
+
+
+@pytest.mark.slow
+def test_failing_tasks_are_retried_within_the_bound(tmp_path):
+    spec = SweepSpec.from_dict({"name": "bad", "base": {**TINY, "members": 1},
+                                "grid": {"lr": [0.05, 1e6]}, "max_retries": 1})
+    store = Store(tmp_path / "st", create=True)
+    summary = run_sweep(spec, store, progress=False)
+    assert (summary["done"], summary["failed"]) == (1, 1)
+    bad = store.task(spec.tasks[1].id)
+    assert (bad.status, bad.attempts, bad.failures) == ("failed", 2, 2)
+    assert bad.error.startswith("DivergenceError: training diverged at step")
+    again = run_sweep(spec, store, progress=False)
+    assert again["trained"] == 0 and store.task(bad.id).attempts == 2  # the bound holds across runs
+    run_sweep(spec, store, max_retries=2, progress=False)
+    assert store.task(bad.id).attempts == 3
+
+
+# -- processes: kill and resume, concurrent writers ------------------------------------------------------
+
+SLOW = {"dataset": "digits", "ensemble": "deep", "members": 8, "epochs": 12, "widths": [256, 256],
+        "checkpoint_seconds": 0, "data_seed": 0}
+
+
+def slow_spec_file(tmp_path):
+    path = tmp_path / "slow.yaml"
+    path.write_text(json.dumps({"name": "slow", "base": SLOW, "grid": {"seed": [0, 1, 2, 3]}}))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def slow_reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("slowref")
+    store = Store(tmp / "store", create=True)
+    run_sweep(slow_spec_file(tmp), store, progress=False)
+    return store
+
+
+def sweep_process(spec_path, store_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "deepens", "sweep", "run", str(spec_path), "--store",
+                             str(store_path), "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def index_rows(store_path):
+    if not (store_path / "index.sqlite").exists():
+        return []
+    db = sqlite3.connect(store_path / "index.sqlite", timeout=30)
+    try:
+        return db.execute("SELECT id, status FROM tasks").fetchall()
+    except sqlite3.OperationalError:  # the schema is not created yet
+        return []
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_sweep_resumes_without_losing_a_finished_task(slow_reference, tmp_path):
+    spec_path = slow_spec_file(tmp_path)
+    store_path = tmp_path / "store"
+    proc = sweep_process(spec_path, store_path)
+    deadline = time.monotonic() + 240
+    mid_task = None
+    while time.monotonic() < deadline and mid_task is None:
+        rows = dict(index_rows(store_path))
+        if "done" in rows.values():
+            for tid, status in rows.items():
+                pointer = store_path / "runs" / tid / "checkpoint.json"
+                if status == "running" and pointer.exists() and json.loads(pointer.read_text())["epoch"] < 12:
+                    mid_task = tid
+        time.sleep(0.05)
+    assert mid_task is not None, "the sweep never reached a task in the middle of its training"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done_before = {tid for tid, status in index_rows(store_path) if status == "done"}
+    stamps = {tid: (store_path / "runs" / tid / "metrics.json").stat().st_mtime_ns for tid in done_before}
+    assert dict(index_rows(store_path))[mid_task] == "running"  # its owner died holding the claim
+
+    store = Store(store_path)
+    summary = run_sweep(slow_spec_file(tmp_path), store, progress=False)
+    assert summary["done"] == 4 and summary["trained"] == 4 - len(done_before)
+    assert_same_runs(slow_reference, store, [tid for tid, _ in index_rows(store_path)])
+    for tid in done_before:  # finished tasks were not trained again
+        assert (store.run_dir(tid) / "metrics.json").stat().st_mtime_ns == stamps[tid]
+        assert store.task(tid).attempts == 1
+    resumed = store.task(mid_task)
+    assert (resumed.attempts, resumed.interruptions, resumed.failures) == (2, 1, 0)
+    assert store.integrity() == "ok"
+
+
+@pytest.mark.slow
+def test_two_sweep_processes_on_one_store_train_every_task_once(slow_reference, tmp_path):
+    spec_path = slow_spec_file(tmp_path)
+    store_path = tmp_path / "store"
+    Store(store_path, create=True)
+    procs = [sweep_process(spec_path, store_path) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-800:] for _, err in outs]
+    trained = [json.loads(out)["trained"] for out, _ in outs]
+    assert sum(trained) == 4 and min(trained) >= 1  # shared, nothing trained twice
+    store = Store(store_path)
+    assert all(r.status == "done" and r.attempts == 1 for r in store.tasks("slow"))
+    assert_same_runs(slow_reference, store, [r.id for r in store.tasks("slow")])
+    assert store.integrity() == "ok"
