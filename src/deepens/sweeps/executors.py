@@ -91,14 +91,28 @@ def train_task(config: dict, run_dir: str, threads: int = 1, keep_checkpoints: b
 
 def _watch_parent(parent: int) -> None:
     """Pool workers: exit when the sweep's process is gone (e.g. SIGKILLed), so no orphan keeps training."""
+    from .store import pid_alive
 
     def loop() -> None:
         while True:
-            if os.getppid() != parent:
+            if not pid_alive(parent):
                 os._exit(1)
             time.sleep(0.5)
 
     threading.Thread(target=loop, daemon=True).start()
+
+
+def _pool_context():
+    """Workers forked from a fresh server process that has imported torch (with torch._dynamo, which the
+    first optimizer imports: ~3 s), scikit-learn and the trainer, but run nothing: safe like spawn, and
+    each worker starts without paying those imports again."""
+    try:
+        context = get_context("forkserver")
+    except ValueError:  # no fork server on this platform
+        return get_context("spawn")
+    context.set_forkserver_preload(["torch", "torch._dynamo", "sklearn.datasets", "deepens.training",
+                                    "deepens.sweeps.executors"])
+    return context
 
 
 class LocalExecutor:
@@ -121,7 +135,7 @@ class LocalExecutor:
             self._queue.append((task, args))
             return
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(),
                                              initializer=_watch_parent, initargs=(os.getpid(),))
         self._futures[self._pool.submit(train_task, *args)] = task
 

@@ -282,7 +282,7 @@ class Store:
         skip = set(exclude)
         now = time.time()
         with self._transaction() as db:
-            rows = self._rows(db, sweep=sweep, task=task, statuses=("pending", "failed", "running"))
+            rows = self._rows(db, sweep=sweep, task=task, statuses=("pending", "failed", "running"), lazy=True)
             for row in rows:
                 if row["id"] in skip:
                     continue
@@ -292,6 +292,7 @@ class Store:
                 interrupted = status == "running"
                 if interrupted and (str(owner) == row["owner"] or not self._stale(row, now)):
                     continue
+                rows.close()
                 db.execute("UPDATE tasks SET status = 'running', owner = ?, owner_host = ?, owner_pid = ?, "
                            "heartbeat = ?, claimed = ?, attempts = attempts + 1, "
                            "interruptions = interruptions + ?, executor = ?, worker = NULL WHERE id = ?",
@@ -326,17 +327,20 @@ class Store:
                        "WHERE id = ? AND owner = ? AND status = 'running'", (task, str(owner)))
 
     # -- reading -------------------------------------------------------------------------------------
-    def _rows(self, db, *, sweep=None, task=None, statuses=STATUSES) -> list[sqlite3.Row]:
+    def _rows(self, db, *, sweep=None, task=None, statuses=STATUSES, lazy: bool = False):
+        """Index rows (a list; with ``lazy`` a cursor, so a claim reads only up to the first free task)."""
         marks = ",".join("?" * len(statuses))
         if task is not None:
-            return db.execute(f"SELECT t.*, '' AS label, 0 AS position, 0 AS point, 0 AS chunk FROM tasks t "
-                              f"WHERE t.id = ? AND t.status IN ({marks})", (task, *statuses)).fetchall()
-        if sweep is None:
-            return db.execute(f"SELECT t.*, '' AS label, 0 AS position, 0 AS point, 0 AS chunk FROM tasks t "
-                              f"WHERE t.status IN ({marks}) ORDER BY t.created, t.id", statuses).fetchall()
-        return db.execute(f"SELECT t.*, s.label, s.position, s.point, s.chunk FROM sweep_tasks s "
-                          f"JOIN tasks t ON t.id = s.task WHERE s.sweep = ? AND t.status IN ({marks}) "
-                          f"ORDER BY s.position", (sweep, *statuses)).fetchall()
+            cursor = db.execute(f"SELECT t.*, '' AS label, 0 AS position, 0 AS point, 0 AS chunk FROM tasks t "
+                                f"WHERE t.id = ? AND t.status IN ({marks})", (task, *statuses))
+        elif sweep is None:
+            cursor = db.execute(f"SELECT t.*, '' AS label, 0 AS position, 0 AS point, 0 AS chunk FROM tasks t "
+                                f"WHERE t.status IN ({marks}) ORDER BY t.created, t.id", statuses)
+        else:
+            cursor = db.execute(f"SELECT t.*, s.label, s.position, s.point, s.chunk FROM sweep_tasks s "
+                                f"JOIN tasks t ON t.id = s.task WHERE s.sweep = ? AND t.status IN ({marks}) "
+                                f"ORDER BY s.position", (sweep, *statuses))
+        return cursor if lazy else cursor.fetchall()
 
     @staticmethod
     def _record(row: sqlite3.Row, place: sqlite3.Row | None = None) -> TaskRecord:
