@@ -217,3 +217,53 @@ def test_two_sweep_processes_on_one_store_train_every_task_once(slow_reference, 
     assert all(r.status == "done" and r.attempts == 1 for r in store.tasks("slow"))
     assert_same_runs(slow_reference, store, [r.id for r in store.tasks("slow")])
     assert store.integrity() == "ok"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living descendant of a process, from /proc (parent pids)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.slow
+def test_a_sigkilled_pool_sweep_leaves_no_worker_behind_and_resumes(slow_reference, tmp_path):
+    from deepens.sweeps.store import pid_alive
+
+    spec_path = slow_spec_file(tmp_path)
+    store_path = tmp_path / "store"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "deepens", "sweep", "run", str(spec_path), "--store",
+                             str(store_path), "--workers", "2", "--json"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        running = [tid for tid, status in index_rows(store_path) if status == "running"]
+        if len(running) == 2 and all((store_path / "runs" / t / "checkpoint.json").exists() for t in running):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the pool never had two tasks training")
+    workers = descendants(proc.pid)
+    assert len(workers) >= 2  # the fork server and its workers
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(pid_alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not any(pid_alive(p) for p in workers), "a pool worker outlived the sweep"
+    store = Store(store_path)
+    summary = run_sweep(slow_spec_file(tmp_path), store, workers=2, progress=False)
+    assert summary["done"] == 4
+    assert_same_runs(slow_reference, store, [r.id for r in store.tasks("slow")])
+    assert sum(r.interruptions for r in store.tasks("slow")) >= 2
