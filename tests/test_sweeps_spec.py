@@ -115,3 +115,22 @@ def test_bad_files_are_refused(tmp_path):
         load_spec(tmp_path / "bad.toml")
     (tmp_path / "empty.yaml").write_text("")
     assert len(load_spec(tmp_path / "empty.yaml").tasks) == 1  # every default: one training
+
+
+@pytest.mark.parametrize("path", ["width-pools.yaml", "regime.toml", "gpu-pools.yaml"])
+def test_the_example_specs_are_valid(path):
+    from pathlib import Path
+
+    spec = load_spec(Path(__file__).resolve().parent.parent / "examples" / "sweeps" / path)
+    expected = {"width-pools.yaml": 16, "regime.toml": 32, "gpu-pools.yaml": 12}[path]
+    assert len(spec.tasks) == expected
+    if path != "regime.toml":  # pools: every chunk on one split, so they pool by width
+        assert {TrainConfig.from_dict(t.config).split_seed() for t in spec.tasks} == {0}
+        assert sum(t.config["members"] for t in spec.tasks) == 64 * len({t.point for t in spec.tasks})
+
+
+def test_gamma_and_modulation_can_be_swept():
+    spec = SweepSpec.from_dict({"name": "g", "base": {**BASE, "ensemble": "batch"},
+                                "grid": {"gamma": [1, "M", 2.5], "modulation": ["shifted-normal:0.5", "normal:0,1"]}})
+    assert [t.config["gamma"] for t in spec.tasks[::2]] == ["1", "M", 2.5]  # as TrainConfig.to_dict writes them
+    assert len({t.id for t in spec.tasks}) == 6
