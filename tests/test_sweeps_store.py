@@ -187,3 +187,14 @@ def test_store_refuses_what_is_not_a_store(tmp_path):
     store = Store(tmp_path / "st", create=True)
     with pytest.raises(DeepensError, match="has no sweep 'nope'"):
         store.status("nope")
+
+
+def test_processes_creating_one_store_at_once_agree_on_its_id(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        stores = list(pool.map(lambda _: Store(tmp_path / "st", create=True), range(8)))
+    assert len({s.id for s in stores}) == 1
+    assert sorted(p.name for p in (tmp_path / "st").iterdir() if not p.name.startswith("index.sqlite")) == [
+        "runs", "store.json"]
+    assert stores[0].integrity() == "ok"

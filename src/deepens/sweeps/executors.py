@@ -239,7 +239,10 @@ class RayExecutor:
             except Exception as exc:  # noqa: BLE001 - the worker or its node died
                 outcome = Outcome(False, error=f"ray task failed: {type(exc).__name__}: {' '.join(str(exc).split())}")
             if outcome.ok and outcome.files is not None:
-                self.store.install_run(task.id, outcome.files)
+                try:
+                    self.store.install_run(task.id, outcome.files)
+                except (OSError, DeepensError) as exc:
+                    outcome = Outcome(False, error=f"cannot install the run sent back by {outcome.worker}: {exc}")
                 outcome.files = None
             out.append((task, outcome))
         return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..errors import check_int, check_real
+from ..errors import DeepensError, check_int, check_real
 from .executors import check_executor, make_executor
 from .spec import SweepSpec, load_spec
 from .store import LEASE_SECONDS, Owner, Store
@@ -94,7 +94,11 @@ def run_sweep(
             for task, outcome in runner.wait():
                 del inflight[task.id]
                 if outcome.ok:
-                    store.finish(task.id, result=outcome.result, wall=outcome.wall, worker=outcome.worker)
+                    try:
+                        store.finish(task.id, result=outcome.result, wall=outcome.wall, worker=outcome.worker)
+                    except DeepensError as exc:  # e.g. a run directory sent back that could not be installed
+                        outcome.ok, outcome.error = False, str(exc)
+                if outcome.ok:
                     trained.append(task.id)
                     bar.update(1)
                 else:

@@ -142,11 +142,19 @@ class Store:
         if not marker.exists():
             if not create:
                 raise DeepensError(f"store: {self.root} holds no deepens store (no store.json)")
-            if self.root.exists() and any(p.name not in ("runs",) for p in self.root.iterdir()):
+            if self.root.exists() and any(p.name != "runs" and not p.name.startswith(".store.json.")
+                                          for p in self.root.iterdir()):
                 raise DeepensError(f"store: {self.root} is a non-empty folder that holds no store; choose another")
             try:
                 (self.root / "runs").mkdir(parents=True, exist_ok=True)
-                atomic_write_json(marker, {"format": FORMAT, "id": uuid.uuid4().hex, "created": time.time()})
+                draft = self.root / f".store.json.{uuid.uuid4().hex}"
+                atomic_write_json(draft, {"format": FORMAT, "id": uuid.uuid4().hex, "created": time.time()})
+                try:
+                    os.link(draft, marker)  # create-if-absent: of two processes creating a store, one id wins
+                except FileExistsError:
+                    pass
+                finally:
+                    draft.unlink(missing_ok=True)
             except OSError as exc:
                 raise DeepensError(f"store: cannot create {self.root} ({exc.strerror or exc})") from None
         try:
