@@ -134,3 +134,17 @@ def test_gamma_and_modulation_can_be_swept():
                                 "grid": {"gamma": [1, "M", 2.5], "modulation": ["shifted-normal:0.5", "normal:0,1"]}})
     assert [t.config["gamma"] for t in spec.tasks[::2]] == ["1", "M", 2.5]  # as TrainConfig.to_dict writes them
     assert len({t.id for t in spec.tasks}) == 6
+
+
+def test_the_entry_points_are_reexported_lazily():
+    import deepens
+    import deepens.study
+    import deepens.sweeps
+    import deepens.training
+
+    assert deepens.run_sweep is deepens.sweeps.run_sweep and deepens.load_spec is load_spec
+    assert deepens.Store is deepens.sweeps.Store and deepens.train is deepens.training.train
+    assert deepens.run_study is deepens.study.run_study
+    assert all(hasattr(deepens, name) for name in deepens.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        deepens.nope  # noqa: B018

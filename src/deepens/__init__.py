@@ -31,6 +31,28 @@ from .models import MLP, ConvNet
 
 __version__ = "0.1.0"
 
+# Entry points of the higher layers, imported on first use (``deepens.run_sweep``, ``deepens.train``, ...),
+# so that ``import deepens`` stays as light as the layers it needs.
+_LAZY = {
+    "train": "deepens.training",
+    "TrainConfig": "deepens.training",
+    "Trainer": "deepens.training",
+    "StudyConfig": "deepens.study",
+    "run_study": "deepens.study",
+    "run_sweep": "deepens.sweeps",
+    "load_spec": "deepens.sweeps",
+    "SweepSpec": "deepens.sweeps",
+    "Store": "deepens.sweeps",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deepens' has no attribute {name!r}")
+
 __all__ = [
     "DeepensError",
     "MLP",
@@ -53,5 +75,14 @@ __all__ = [
     "CollegialMLP",
     "ResNeXtBottleneck",
     "ResNeXt29",
+    "train",
+    "TrainConfig",
+    "Trainer",
+    "StudyConfig",
+    "run_study",
+    "run_sweep",
+    "load_spec",
+    "SweepSpec",
+    "Store",
     "__version__",
 ]
