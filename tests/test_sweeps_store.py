@@ -3,6 +3,7 @@ claimers in separate processes, merging and installing shipped run directories."
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -37,6 +38,9 @@ def test_register_counts_new_known_and_changed(tmp_path):
     assert [t.id for t in store.tasks("s")] == [t.id for t in spec(5).tasks]
     assert store.integrity() == "ok"
     assert json.loads((tmp_path / "st" / "store.json").read_text())["format"] == 1
+    db = sqlite3.connect(tmp_path / "st" / "index.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
 
 
 def test_claims_follow_the_sweep_order_and_are_exclusive(tmp_path):
@@ -189,12 +193,19 @@ def test_store_refuses_what_is_not_a_store(tmp_path):
         store.status("nope")
 
 
+CREATOR = "import sys; from deepens.sweeps import Store; print(Store(sys.argv[1], create=True).id)"
+
+
 def test_processes_creating_one_store_at_once_agree_on_its_id(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
+    procs = [subprocess.Popen([sys.executable, "-c", CREATOR, str(tmp_path / "st")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
     with ThreadPoolExecutor(8) as pool:
         stores = list(pool.map(lambda _: Store(tmp_path / "st", create=True), range(8)))
-    assert len({s.id for s in stores}) == 1
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-300:] for _, err in outs]
+    assert len({s.id for s in stores} | {out.strip() for out, _ in outs}) == 1
     assert sorted(p.name for p in (tmp_path / "st").iterdir() if not p.name.startswith("index.sqlite")) == [
         "runs", "store.json"]
     assert stores[0].integrity() == "ok"

@@ -130,6 +130,11 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def _draft_name(name: str) -> bool:
+    """A marker being written by a process creating the store (its draft, or the draft's temporary file)."""
+    return name.startswith(".") and "store.json." in name
+
+
 class Store:
     """A sweep results store in a folder (created on first use with ``create=True``)."""
 
@@ -142,8 +147,9 @@ class Store:
         if not marker.exists():
             if not create:
                 raise DeepensError(f"store: {self.root} holds no deepens store (no store.json)")
-            if self.root.exists() and any(p.name != "runs" and not p.name.startswith(".store.json.")
-                                          for p in self.root.iterdir()):
+            foreign = self.root.exists() and any(p.name != "runs" and not _draft_name(p.name)
+                                                 for p in self.root.iterdir())
+            if foreign and not marker.exists():  # (another process may have just created the store here)
                 raise DeepensError(f"store: {self.root} is a non-empty folder that holds no store; choose another")
             try:
                 (self.root / "runs").mkdir(parents=True, exist_ok=True)
@@ -167,6 +173,7 @@ class Store:
         (self.root / "runs").mkdir(exist_ok=True)
         db = self._connect()
         try:
+            self._use_wal(db)
             db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
         except sqlite3.Error as exc:
             raise DeepensError(f"store: cannot initialise {self.index_path} ({exc})") from None
@@ -182,12 +189,30 @@ class Store:
         try:
             db = sqlite3.connect(self.index_path, timeout=60.0, isolation_level=None)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=60000")
         except sqlite3.Error as exc:
             raise DeepensError(f"store: cannot open {self.index_path} ({exc})") from None
         return db
+
+    @staticmethod
+    def _use_wal(db: sqlite3.Connection, patience: float = 60.0) -> None:
+        """Put the index in WAL mode (a property of the file, kept once set). Switching needs the file to
+        itself, and SQLite answers "locked" at once instead of waiting, so it is retried here."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                    return
+                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower()
+                if mode == "wal":
+                    return
+                raise DeepensError(f"store: SQLite cannot use WAL mode on this file system (it stays in {mode} "
+                                   "mode); put the store on a local disk")
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
