@@ -96,11 +96,19 @@ def test_ray_executor_on_a_real_local_cluster_gives_identical_results(reference,
         store = Store(tmp_path / "ray", create=True)
         summary = run_sweep(tiny_spec(), store, executor="ray", progress=False)
         assert ray.is_initialized()  # a cluster started by the caller is left running
+        # a node that cannot see the store (another machine): the driver's store id is unknown to the workers,
+        # so they train in a temporary folder and the run directories travel back through Ray's object store
+        remote = Store(tmp_path / "remote", create=True)
+        remote.id = "an-id-no-worker-finds"
+        shipped = run_sweep(tiny_spec(), remote, executor="ray", progress=False)
     finally:
         ray.shutdown()
     assert (summary["trained"], summary["failed"]) == (4, 0)
-    assert_same_runs(ref, store, [t.id for t in tiny_spec().tasks])
-    assert {r.status for r in store.tasks("tiny")} == {"done"}
+    assert (shipped["trained"], shipped["failed"]) == (4, 0)
+    for result in (store, remote):
+        assert_same_runs(ref, result, [t.id for t in tiny_spec().tasks])
+        assert {r.status for r in result.tasks("tiny")} == {"done"}
+    assert not list((tmp_path / "remote" / "runs").glob(".*"))  # no staging folder left behind
 
 
 @pytest.mark.slow
