@@ -109,7 +109,7 @@ def add_sweep(sub) -> None:
     r.add_argument("--executor", default="local", choices=("local", "ray"), help="local (default) or ray")
     r.add_argument("--workers", type=int, help="local: worker processes (default 1: in this process); ray: CPUs "
                                                "of a local cluster started for the sweep")
-    r.add_argument("--address", help="ray: address of a running cluster (auto, HOST:6379 or ray://HOST:10001)")
+    r.add_argument("--address", help="ray: address of a running cluster (auto, or HEAD_IP:6379)")
     r.add_argument("--max-retries", type=int, help="failures allowed per task before it is left failed "
                                                    "(default: the spec's max_retries, 2)")
     r.add_argument("--lease", type=float, help="seconds without heartbeat after which a claim of another host is "

@@ -191,7 +191,7 @@ def _ray_train(config: dict, store_root: str, store_id: str, tid: str, threads: 
 
 
 class RayExecutor:
-    """Tasks on a Ray cluster: ``address`` (e.g. ``auto`` or ``ray://head:10001``) or a local cluster."""
+    """Tasks on a Ray cluster: ``address`` (``auto`` or ``HEAD_IP:6379``) or a local cluster."""
 
     name = "ray"
 
