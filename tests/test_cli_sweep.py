@@ -56,7 +56,7 @@ def test_sweep_run_status_plan_and_merge(cli, spec_file, tmp_path):
     assert code == 0 and "4 done" in out and "width=0.5 [chunk 2/2]" in out
 
     code, out, _ = cli(["sweep", "merge", store, "--store", tmp_path / "copy", "--json"])
-    assert code == 0 and json.loads(out) == {"copied": 4, "already_done": 0}
+    assert code == 0 and json.loads(out) == {"copied": 4, "already_done": 0, "running_here": 0}
     assert Store(tmp_path / "copy").status()["total"]["done"] == 4
 
 

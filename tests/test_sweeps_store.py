@@ -159,12 +159,19 @@ def test_merge_copies_finished_runs_and_their_index_rows(tmp_path):
         fake_finish(src, src.claim(me, sweep="s"))
     (src.run_dir(s.tasks[0].id) / "logits.safetensors").write_bytes(b"x" * 10)
     dst = Store(tmp_path / "b", create=True)
-    assert dst.merge(src) == {"copied": 2, "already_done": 0}
+    dst.register(s)
+    here = Owner.me()
+    training_here = dst.claim(here, sweep="s")  # task 0 is being trained here: left alone
+    assert training_here.id == s.tasks[0].id
+    assert dst.merge(src) == {"copied": 1, "already_done": 0, "running_here": 1}
+    assert not dst.run_dir(s.tasks[0].id).exists() and dst.task(s.tasks[0].id).status == "running"
+    dst.release(training_here.id, here)
+    assert dst.merge(src) == {"copied": 1, "already_done": 1, "running_here": 0}
     assert (dst.run_dir(s.tasks[0].id) / "logits.safetensors").read_bytes() == b"x" * 10
     rows = {r.id: r for r in dst.tasks("s")}
     assert [rows[t.id].status for t in s.tasks] == ["done", "done", "pending"]
     assert rows[s.tasks[0].id].result == {"seconds": 0.5}
-    assert dst.merge(src) == {"copied": 0, "already_done": 2}
+    assert dst.merge(src) == {"copied": 0, "already_done": 2, "running_here": 0}
     assert dst.integrity() == "ok"
 
 

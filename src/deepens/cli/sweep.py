@@ -88,7 +88,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(f"copied {result['copied']} finished task(s) from {args.source} into {args.store} "
-              f"({result['already_done']} were done in both)")
+              f"({result['already_done']} were done in both, {result['running_here']} left alone: being trained here)")
     return 0
 
 

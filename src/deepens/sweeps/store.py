@@ -308,6 +308,11 @@ class Store:
             return True
         return row["owner_host"] == socket.gethostname() and not pid_alive(int(row["owner_pid"]))
 
+    def _stale_record(self, record: TaskRecord, now: float) -> bool:
+        with self._reader() as db:
+            row = db.execute("SELECT * FROM tasks WHERE id = ?", (record.id,)).fetchone()
+        return row is None or self._stale(row, now)
+
     def claim(self, owner: Owner, *, sweep: str | None = None, task: str | None = None, max_retries: int = 2,
               exclude: Iterable[str] = (), executor: str = "local") -> TaskRecord | None:
         """Atomically take the next task of ``sweep`` (in order) that is pending, failed at most
@@ -471,13 +476,17 @@ class Store:
     def merge(self, other: Store) -> dict:
         """Copy the done tasks of ``other`` that this store lacks (run directories first, then the index),
         and its sweeps' task lists. Returns counts."""
-        copied = kept = 0
+        copied = kept = busy = 0
+        now = time.time()
         for sweep in other.sweeps():
             tasks = other.tasks(sweep["name"])
             for record in tasks:
                 mine = self.task(record.id)
                 if record.status != "done" or (mine is not None and mine.status == "done"):
                     kept += record.status == "done"
+                    continue
+                if mine is not None and mine.status == "running" and not self._stale_record(mine, now):
+                    busy += 1  # a live process here is training it: its run directory is not ours to replace
                     continue
                 staging = self.root / "runs" / f".{record.id}.partial"
                 if staging.exists():
@@ -486,7 +495,7 @@ class Store:
                 _replace_dir(staging, self.run_dir(record.id))
                 copied += 1
             self._merge_rows(other, sweep, tasks)
-        return {"copied": copied, "already_done": kept}
+        return {"copied": copied, "already_done": kept, "running_here": busy}
 
     def _merge_rows(self, other: Store, sweep: dict, tasks: list[TaskRecord]) -> None:
         now = time.time()
@@ -502,7 +511,8 @@ class Store:
                                tuple(row))
                     if row["status"] == "running":
                         db.execute("UPDATE tasks SET status = 'pending', owner = NULL WHERE id = ?", (record.id,))
-                elif row["status"] == "done" and mine["status"] != "done":
+                elif (row["status"] == "done" and mine["status"] != "done"
+                      and RunDir(self.run_dir(record.id)).is_finished()):  # (not one left running here)
                     db.execute("UPDATE tasks SET status = 'done', attempts = attempts + ?, seconds = ?, wall = ?, "
                                "result = ?, finished = ?, error = NULL, owner = NULL WHERE id = ?",
                                (row["attempts"], row["seconds"], row["wall"], row["result"], row["finished"],
