@@ -197,7 +197,8 @@ def store_runs(store: Path, sweep: str | None = None) -> list[Path]:
     ensembles, whose members are independently trained networks."""
     from ..sweeps import Store
 
-    chosen = [Path(store) / "runs" / t.id for t in Store(store).tasks(sweep, statuses=("done",))
+    index = Store(store)
+    chosen = [index.run_dir(t.id) for t in index.tasks(sweep, statuses=("done",))
               if t.config.get("ensemble") in ("deep", "vectorized")]
     if not chosen:
         where = f"sweep {sweep!r} of {store}" if sweep else str(store)

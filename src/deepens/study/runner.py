@@ -90,7 +90,7 @@ class StudyContext:
         """One training through a sweep store: a task done earlier (by the study or by a sweep with the same
         options) is loaded from its run directory; otherwise it is claimed, trained into the store and
         recorded. A training that diverged before is not tried again: its stored error is raised."""
-        from ..sweeps.executors import prune_checkpoints, result_summary
+        from ..sweeps.executors import result_summary, train_run
         from ..training import DivergenceError, Trainer
 
         store, owner = self.store, self.owner
@@ -106,19 +106,19 @@ class StudyContext:
                 error = record.error or "failed"
                 kind, _, message = error.partition(": ")
                 raise DivergenceError(message) if kind == "DivergenceError" else DeepensError(f"task {tid}: {error}")
-            if store.claim(owner, task=tid, max_retries=0, executor="study") is not None:
+            claimed = store.claim(owner, task=tid, max_retries=0, executor="study")
+            if claimed is not None:
                 break
             time.sleep(1.0)  # another live process is training it: wait for its outcome
         started = time.perf_counter()
         try:
-            result = Trainer(config, run_dir, progress=False).fit(resume=True)
+            result = train_run(config, run_dir, claimed.keep_checkpoints)
         except DivergenceError as exc:
             store.fail(tid, f"DivergenceError: {exc}", wall=time.perf_counter() - started)
             raise
         except BaseException:
             store.release(tid, owner)
             raise
-        prune_checkpoints(run_dir)
         store.finish(tid, result=result_summary(result.metrics), wall=time.perf_counter() - started)
         return result
 

@@ -1,7 +1,8 @@
 """Executors: where the tasks of a sweep train.
 
 - ``local`` (default): in this process, one task after another (``workers=1``), or a small pool of
-  worker processes (``workers > 1``; started with *spawn*, each exits when the sweep's process dies).
+  worker processes (``workers > 1``; forked from a fresh fork server, each exits when the sweep's process
+  dies).
 - ``ray``: tasks on a Ray cluster, reached with ``ray.init(address=...)`` or started locally; each task
   asks Ray for the spec's ``resources`` (CPUs, GPUs). Needs the optional extra ``deepens[ray]``.
 
@@ -62,29 +63,35 @@ def prune_checkpoints(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
+def train_run(config, run_dir: str | Path, keep_checkpoints: bool = False):
+    """Train (or resume, or load if finished) one training into ``run_dir``; drop its checkpoints once it is
+    finished unless ``keep_checkpoints``. Returns the trainer's TrainResult; errors propagate."""
+    from ..training import TrainConfig, Trainer
+
+    config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+    result = Trainer(config, run_dir, progress=False).fit(resume=True)
+    if not keep_checkpoints:
+        prune_checkpoints(Path(run_dir))
+    return result
+
+
 def train_task(config: dict, run_dir: str, threads: int = 1, keep_checkpoints: bool = False) -> Outcome:
     """Train one task into ``run_dir`` (resuming it if it was interrupted) with ``threads`` torch threads.
     Never raises: an error comes back as ``Outcome(ok=False, error=...)``."""
     import torch
-
-    from ..training import TrainConfig, Trainer
 
     started = time.perf_counter()
     previous = torch.get_num_threads()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
         torch.set_num_threads(int(threads))
-        result = Trainer(TrainConfig.from_dict(dict(config)), run_dir, progress=False).fit(resume=True)
-        if not keep_checkpoints:
-            prune_checkpoints(Path(run_dir))
+        result = train_run(config, run_dir, keep_checkpoints)
         return Outcome(True, result_summary(result.metrics), wall=time.perf_counter() - started, worker=worker)
-    except DeepensError as exc:
-        return Outcome(False, error=f"{type(exc).__name__}: {exc}", wall=time.perf_counter() - started,
-                       worker=worker)
     except Exception as exc:  # noqa: BLE001 - any failure of a task is recorded, not raised
-        trace = "".join(traceback.format_exception(exc)[-6:])
-        return Outcome(False, error=f"{type(exc).__name__}: {exc}\n{trace}", wall=time.perf_counter() - started,
-                       worker=worker)
+        error = f"{type(exc).__name__}: {exc}"  # bad input or divergence: the message says it all
+        if not isinstance(exc, DeepensError):
+            error += "\n" + "".join(traceback.format_exception(exc)[-6:])
+        return Outcome(False, error=error, wall=time.perf_counter() - started, worker=worker)
     finally:
         torch.set_num_threads(previous)
 
@@ -138,9 +145,6 @@ class LocalExecutor:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(),
                                              initializer=_watch_parent, initargs=(os.getpid(),))
         self._futures[self._pool.submit(train_task, *args)] = task
-
-    def pending(self) -> int:
-        return len(self._queue) + len(self._futures)
 
     def wait(self) -> list[tuple[object, Outcome]]:
         if self.workers == 1:
@@ -225,9 +229,6 @@ class RayExecutor:
             task.config, str(self.store.root.resolve()), self.store.id, task.id, res.get("cpus", 1),
             task.keep_checkpoints)
         self._refs[ref] = task
-
-    def pending(self) -> int:
-        return len(self._refs)
 
     def wait(self) -> list[tuple[object, Outcome]]:
         ready, _ = self.ray.wait(list(self._refs), num_returns=1)

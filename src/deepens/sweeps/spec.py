@@ -158,18 +158,17 @@ class SweepSpec:
         for i, entry in enumerate(entries):
             for values in itertools.product(*grid.values()):
                 options = {**base, **entry, **dict(zip(grid, values, strict=True))}
-                where = _where(i, len(entries), options, varying)
+                shown = [f"{k}={_short(options[k])}" for k in varying if k in options]
+                head = f"list[{i}]" if len(entries) > 1 else "task"
+                where = f"{head} ({', '.join(shown)})" if shown else head
                 try:
                     config = TrainConfig(**options).validate()
-                except DeepensError as exc:
-                    raise DeepensError(f"{where}: {exc}") from None
-                except TypeError as exc:
+                except (DeepensError, TypeError) as exc:
                     raise DeepensError(f"{where}: {exc}") from None
                 if config.device.startswith("cuda") and resources["gpus"] == 0:
                     raise DeepensError(f"resources.gpus: {where} trains on {config.device}; request gpus: 1 "
                                        "(or more) so that its task is placed on a GPU")
-                label = " ".join(f"{k}={_short(options[k])}" for k in varying if k in options)
-                tasks.extend(_chunks(config, per_task, point, label))
+                tasks.extend(_chunks(config, per_task, point, " ".join(shown)))
                 point += 1
         seen: dict[str, Task] = {}
         for t in tasks:
@@ -246,12 +245,6 @@ def _short(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(map(str, value))
     return str(value)
-
-
-def _where(entry: int, entries: int, options: dict, varying: list[str]) -> str:
-    shown = ", ".join(f"{k}={_short(options[k])}" for k in varying if k in options)
-    head = f"list[{entry}]" if entries > 1 else "task"
-    return f"{head} ({shown})" if shown else head
 
 
 def _chunks(config: TrainConfig, per_task: int | None, point: int, label: str) -> list[Task]:

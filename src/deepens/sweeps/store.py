@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     attempts INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0,
     interruptions INTEGER NOT NULL DEFAULT 0,
-    owner TEXT, owner_host TEXT, owner_pid INTEGER, heartbeat REAL,
+    owner TEXT, heartbeat REAL,
     executor TEXT, worker TEXT,
     created REAL NOT NULL, claimed REAL, finished REAL, seconds REAL, wall REAL,
     error TEXT, result TEXT
@@ -86,6 +86,12 @@ class Owner:
 
     def __str__(self) -> str:
         return f"{self.host}:{self.pid}:{self.token}"
+
+    @classmethod
+    def parse(cls, text: str) -> Owner:
+        """The owner written in the index as ``host:pid:token``."""
+        host, pid, token = text.rsplit(":", 2)
+        return cls(host, int(pid), token)
 
 
 @dataclass
@@ -254,36 +260,43 @@ class Store:
                        (spec.name, spec.hash, json.dumps(jsonable(spec.to_dict())), now, now))
             db.execute("DELETE FROM sweep_tasks WHERE sweep = ?", (spec.name,))
             for position, task in enumerate(spec.tasks):
-                row = db.execute("SELECT status FROM tasks WHERE id = ?", (task.id,)).fetchone()
-                if row is None:
-                    db.execute("INSERT INTO tasks (id, config, resources, keep_checkpoints, status, created) "
-                               "VALUES (?, ?, ?, ?, 'pending', ?)",
-                               (task.id, json.dumps(task.config, sort_keys=True), json.dumps(spec.resources),
-                                int(spec.keep_checkpoints), now))
-                    new += 1
-                else:
-                    db.execute("UPDATE tasks SET resources = ?, keep_checkpoints = ? WHERE id = ?",
-                               (json.dumps(spec.resources), int(spec.keep_checkpoints), task.id))
-                    if row["status"] == "done" and not RunDir(self.run_dir(task.id)).is_finished():
-                        db.execute("UPDATE tasks SET status = 'pending', error = ? WHERE id = ?",
-                                   ("its run directory lost metrics.json; trained again", task.id))
-                        reset += 1
+                added, lost = self._upsert_task(db, task.id, task.config, now,
+                                                (spec.resources, spec.keep_checkpoints))
+                new, reset = new + added, reset + lost
                 db.execute("INSERT INTO sweep_tasks (sweep, task, position, point, chunk, label) VALUES "
                            "(?, ?, ?, ?, ?, ?)", (spec.name, task.id, position, task.point, task.chunk, task.label))
         return {"new": new, "known": len(spec.tasks) - new, "reset": reset,
                 "spec_changed": old is not None and old["spec_hash"] != spec.hash}
 
-    def add_task(self, config: dict, *, sweep: str, label: str = "", resources: dict | None = None) -> str:
-        """Add one training (the study's way in): the task is appended to ``sweep`` unless already there."""
+    def _upsert_task(self, db, tid: str, config: dict, now: float, policy: tuple[dict, bool] | None = None
+                     ) -> tuple[bool, bool]:
+        """Insert a task, or set the ``policy`` (resources, keep checkpoints) of a known one when given; a done
+        task whose run directory lost its metrics.json becomes pending again. Returns (inserted, reset)."""
+        resources, keep = policy or ({"cpus": 1, "gpus": 0}, False)
+        row = db.execute("SELECT status FROM tasks WHERE id = ?", (tid,)).fetchone()
+        if row is None:
+            db.execute("INSERT INTO tasks (id, config, resources, keep_checkpoints, status, created) "
+                       "VALUES (?, ?, ?, ?, 'pending', ?)",
+                       (tid, json.dumps(config, sort_keys=True), json.dumps(resources), int(keep), now))
+            return True, False
+        if policy is not None:
+            db.execute("UPDATE tasks SET resources = ?, keep_checkpoints = ? WHERE id = ?",
+                       (json.dumps(resources), int(keep), tid))
+        if row["status"] == "done" and not RunDir(self.run_dir(tid)).is_finished():
+            db.execute("UPDATE tasks SET status = 'pending', error = ? WHERE id = ?",
+                       ("its run directory lost metrics.json; trained again", tid))
+            return False, True
+        return False, False
+
+    def add_task(self, config: dict, *, sweep: str, label: str = "") -> str:
+        """Add one training (the study's way in): the task is appended to ``sweep`` unless already there; a
+        task known from a sweep keeps that sweep's resources and checkpoint policy."""
         from .spec import canonical_config, task_id
 
         tid = task_id(config)
         now = time.time()
         with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO tasks (id, config, resources, keep_checkpoints, status, created) "
-                       "VALUES (?, ?, ?, 0, 'pending', ?)",
-                       (tid, json.dumps(canonical_config(config), sort_keys=True),
-                        json.dumps(resources or {"cpus": 1, "gpus": 0}), now))
+            self._upsert_task(db, tid, canonical_config(config), now)
             db.execute("INSERT OR IGNORE INTO sweeps (name, spec_hash, spec, created, updated) VALUES (?, '', ?, ?, ?)",
                        (sweep, json.dumps({"name": sweep, "source": "added task by task"}), now, now))
             if db.execute("SELECT 1 FROM sweep_tasks WHERE sweep = ? AND task = ?", (sweep, tid)).fetchone() is None:
@@ -291,9 +304,6 @@ class Store:
                                       (sweep,)).fetchone()[0]
                 db.execute("INSERT INTO sweep_tasks (sweep, task, position, point, chunk, label) "
                            "VALUES (?, ?, ?, ?, 0, ?)", (sweep, tid, position, position, label))
-            row = db.execute("SELECT status FROM tasks WHERE id = ?", (tid,)).fetchone()
-            if row["status"] == "done" and not RunDir(self.run_dir(tid)).is_finished():
-                db.execute("UPDATE tasks SET status = 'pending' WHERE id = ?", (tid,))
         return tid
 
     def sweeps(self) -> list[dict]:
@@ -303,15 +313,13 @@ class Store:
                  "created": r["created"], "updated": r["updated"]} for r in rows]
 
     # -- claims --------------------------------------------------------------------------------------
-    def _stale(self, row: sqlite3.Row, now: float) -> bool:
-        if row["heartbeat"] is None or now - row["heartbeat"] > self.lease:
+    def _stale(self, owner: str | None, heartbeat: float | None, now: float) -> bool:
+        """Whether a running task's owner is gone: no heartbeat for ``lease`` seconds, or (same host) its
+        process no longer exists."""
+        if owner is None or heartbeat is None or now - heartbeat > self.lease:
             return True
-        return row["owner_host"] == socket.gethostname() and not pid_alive(int(row["owner_pid"]))
-
-    def _stale_record(self, record: TaskRecord, now: float) -> bool:
-        with self._reader() as db:
-            row = db.execute("SELECT * FROM tasks WHERE id = ?", (record.id,)).fetchone()
-        return row is None or self._stale(row, now)
+        holder = Owner.parse(owner)
+        return holder.host == socket.gethostname() and not pid_alive(holder.pid)
 
     def claim(self, owner: Owner, *, sweep: str | None = None, task: str | None = None, max_retries: int = 2,
               exclude: Iterable[str] = (), executor: str = "local") -> TaskRecord | None:
@@ -328,13 +336,13 @@ class Store:
                 if status == "failed" and row["failures"] > max_retries:
                     continue
                 interrupted = status == "running"
-                if interrupted and (str(owner) == row["owner"] or not self._stale(row, now)):
+                mine = str(owner) == row["owner"]
+                if interrupted and (mine or not self._stale(row["owner"], row["heartbeat"], now)):
                     continue
                 rows.close()
-                db.execute("UPDATE tasks SET status = 'running', owner = ?, owner_host = ?, owner_pid = ?, "
-                           "heartbeat = ?, claimed = ?, attempts = attempts + 1, "
-                           "interruptions = interruptions + ?, executor = ?, worker = NULL WHERE id = ?",
-                           (str(owner), owner.host, owner.pid, now, now, int(interrupted), executor, row["id"]))
+                db.execute("UPDATE tasks SET status = 'running', owner = ?, heartbeat = ?, claimed = ?, "
+                           "attempts = attempts + 1, interruptions = interruptions + ?, executor = ?, worker = NULL "
+                           "WHERE id = ?", (str(owner), now, now, int(interrupted), executor, row["id"]))
                 return self._record(db.execute("SELECT * FROM tasks WHERE id = ?", (row["id"],)).fetchone(), row)
         return None
 
@@ -436,7 +444,7 @@ class Store:
         stale = 0
         for r in rows:
             counts[r["status"]] += 1
-            stale += r["status"] == "running" and self._stale(r, now)
+            stale += r["status"] == "running" and self._stale(r["owner"], r["heartbeat"], now)
         done = [r for r in rows if r["status"] == "done"]
         return {
             **head, "tasks": len(rows), **counts, "running_stale": stale,
@@ -448,7 +456,8 @@ class Store:
                              for r in rows if r["status"] == "failed"],
             "running_tasks": [{"id": r["id"], "label": r["label"], "owner": r["owner"],
                                "heartbeat_age": None if r["heartbeat"] is None else now - r["heartbeat"],
-                               "stale": self._stale(r, now)} for r in rows if r["status"] == "running"],
+                               "stale": self._stale(r["owner"], r["heartbeat"], now)}
+                              for r in rows if r["status"] == "running"],
         }
 
     def integrity(self) -> str:
@@ -485,7 +494,8 @@ class Store:
                 if record.status != "done" or (mine is not None and mine.status == "done"):
                     kept += record.status == "done"
                     continue
-                if mine is not None and mine.status == "running" and not self._stale_record(mine, now):
+                if mine is not None and mine.status == "running" and not self._stale(mine.owner, mine.heartbeat,
+                                                                                     now):
                     busy += 1  # a live process here is training it: its run directory is not ours to replace
                     continue
                 staging = self.root / "runs" / f".{record.id}.partial"
