@@ -3,6 +3,9 @@
 Timings are measured in benchmarks/ (make bench), not here.
 """
 
+import math
+import statistics
+
 import pytest
 
 from deepens.training import TrainConfig, evaluate_run, train
@@ -22,11 +25,18 @@ def test_deep_ensemble_of_8_mlps_reaches_97_percent_on_digits():
 
 @pytest.mark.slow
 def test_batch_ensemble_independent_regime_is_less_correlated_and_gains_more(tmp_path):
-    reports = {}
-    for p in (0.0, 0.9):
-        out = tmp_path / f"p{p}"
-        train(TrainConfig(**RECIPE, ensemble="batch", lr=0.05, modulation=f"shifted-normal:{p}"), out, progress=False)
-        reports[p] = evaluate_run(out)["test"]  # what `deepens evaluate` reports
-    independent, collective = reports[0.0], reports[0.9]
-    assert independent["correlation"] < collective["correlation"] - 0.05
-    assert independent["gain"] > collective["gain"]
+    """Centred modulations (p = 0) against shifted ones (p = 0.9) over 3 seeds on one data split: the member
+    correlation and the ensemble's gain over its members differ by more than twice their standard error (a single
+    seed's difference ranges 0.05–0.19 in correlation, so one seed cannot carry the claim)."""
+    corr, gain = [], []
+    for seed in range(3):
+        reports = {}
+        for p in (0.0, 0.9):
+            out = tmp_path / f"s{seed}p{p}"
+            train(TrainConfig(**RECIPE | {"seed": seed}, data_seed=0, ensemble="batch", lr=0.05,
+                              modulation=f"shifted-normal:{p}"), out, progress=False)
+            reports[p] = evaluate_run(out)["test"]  # what `deepens evaluate` reports
+        corr.append(reports[0.9]["correlation"] - reports[0.0]["correlation"])
+        gain.append(reports[0.0]["gain"] - reports[0.9]["gain"])
+    for diffs in (corr, gain):
+        assert statistics.mean(diffs) > 2 * statistics.stdev(diffs) / math.sqrt(len(diffs)), diffs

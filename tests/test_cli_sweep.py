@@ -116,16 +116,18 @@ def test_every_sweep_command_has_help(cli):
 @pytest.mark.slow
 def test_the_study_through_a_store_loads_what_it_trained(tmp_path):
     config = StudyConfig.preset_config("tiny", lld_lrs=[0.01, 1e6])  # lr 1e6 diverges
-    plain = run_study(config, tmp_path / "plain", only="lld,scaling", progress=False)
-    first = run_study(config, tmp_path / "a", only="lld,scaling", progress=False, store=tmp_path / "store")
-    second = run_study(config, tmp_path / "b", only="lld,scaling", progress=False, store=tmp_path / "store")
-    for name in ("lld", "scaling"):
+    plain = run_study(config, tmp_path / "plain", only="lld,pool", progress=False)  # its own store, plain/store
+    first = run_study(config, tmp_path / "a", only="lld,pool", progress=False, store=tmp_path / "store")
+    second = run_study(config, tmp_path / "b", only="lld,pool", progress=False, store=tmp_path / "store")
+    assert not (tmp_path / "a" / "store").exists() and (tmp_path / "plain" / "store" / "store.json").exists()
+    for name in ("lld", "pool"):
         assert first["parts"][name]["results"] == plain["parts"][name]["results"]
         assert second["parts"][name]["results"] == plain["parts"][name]["results"]
-        assert first["parts"][name]["from_store"] == 0
+        assert first["parts"][name]["from_store"] == plain["parts"][name]["from_store"] == 0
         assert second["parts"][name]["from_store"] == second["parts"][name]["trainings"] - len(
             second["parts"][name]["diverged"])
-    assert len(second["parts"]["lld"]["diverged"]) == len(plain["parts"]["lld"]["diverged"]) == 2
+    diverging = config.seeds * len(config.lld_members)
+    assert len(second["parts"]["lld"]["diverged"]) == len(plain["parts"]["lld"]["diverged"]) == diverging
     status = Store(tmp_path / "store").status("study")["sweeps"][0]
-    trainings = sum(first["parts"][n]["trainings"] for n in ("lld", "scaling"))
-    assert (status["tasks"], status["failed"], status["attempts"]) == (trainings, 2, trainings)
+    trainings = sum(first["parts"][n]["trainings"] for n in ("lld", "pool"))
+    assert (status["tasks"], status["failed"], status["attempts"]) == (trainings, diverging, trainings)

@@ -52,3 +52,22 @@ def test_drift_vanishes_for_a_negligible_step_and_starts_from_the_direct_ntk(dig
         kernel_drift(net, x[:32], torch.zeros(32, dtype=torch.long), probe, lr=0.1, steps=1)
     with pytest.raises(d.DeepensError, match="lr"):
         kernel_drift(net, x[:32], y[:32] * 1e200, probe, lr=1e3, steps=50)
+
+
+def test_the_ensemble_kernel_change_includes_the_cross_member_blocks(digits):
+    """A deep ensemble's cross-member NTK blocks are zero before and after training, so the relative change of
+    the whole (M, M, P, P) kernel is the members' changes pooled: ‖ΔΘ‖² = Σ_α ‖ΔK_α‖², ‖Θ₀‖² = Σ_α ‖K_α‖²;
+    a BatchEnsemble's is not (shared weights couple the members)."""
+    x, y, probe = digits
+    ens = d.DeepEnsemble(d.MLP(64, [16, 16], 10, parameterization="ntk"), 3, seed=0).double()
+    r = kernel_drift(ens, x[:64], y[:64], probe, lr=0.5, steps=5)
+    delta = (r["final"] - r["initial"]).flatten(1).norm(dim=1)
+    pooled = float(delta.norm() / r["initial"].flatten(1).norm(dim=1).norm())
+    assert r["relative_ensemble"] == pytest.approx(pooled, rel=1e-10)
+    be = d.BatchEnsemble(d.MLP(64, [16, 16], 10, parameterization="ntk"), 3, seed=0).double()
+    full0 = ensemble_ntk(be, probe).total()
+    r = kernel_drift(be, x[:64], y[:64], probe, lr=0.5, steps=5)
+    full1 = ensemble_ntk(be, probe).total()
+    assert r["relative_ensemble"] == pytest.approx(float((full1 - full0).norm() / full0.norm()), rel=1e-10)
+    idx = torch.arange(3)
+    assert float(full0[0, 1].abs().max()) > 1e-3 * float(full0[idx, idx].abs().max())  # coupled members

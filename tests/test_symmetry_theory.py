@@ -11,7 +11,7 @@ import torch
 
 import deepens.symmetry as s
 from deepens.kernels import KernelPredictor, Network, infinite_width_kernels
-from deepens.symmetry.experiments import ising_energies
+from deepens.study.equivariance import ising_energies
 
 NETS = {
     "relu-2": Network.mlp(2, "relu", weight_std=math.sqrt(2)),

@@ -1,4 +1,5 @@
-"""``deepens study``: the embedded-ensemble study with its HTML report (the main job; ``make demo``)."""
+"""``deepens study``: every experiment of the four papers with a verdict per claim and an HTML report (the main
+job; ``make demo``)."""
 
 from __future__ import annotations
 
@@ -7,56 +8,98 @@ import sys
 
 from .common import print_json, split_ints
 
+PRESET_HELP = "tiny (seconds; tests), quick (default; make demo, < 10 min on 2 CPU cores), full (hours on a CPU)"
+
+
+def preset_of(args: argparse.Namespace) -> str:
+    """The preset from ``--preset`` or its aliases ``--tiny`` / ``--quick`` / ``--full`` (default quick)."""
+    from ..errors import DeepensError
+
+    aliases = [name for name in ("tiny", "quick", "full") if getattr(args, name, False)]
+    if args.preset and aliases and aliases != [args.preset]:
+        raise DeepensError(f"preset: --preset {args.preset} contradicts --{aliases[0]}")
+    return args.preset or (aliases[0] if aliases else "quick")
+
+
+def print_study(result: dict, parts: list[str] | None = None) -> None:
+    """The human-readable summary: per part its claims (verdict and generated sentence) and numbers."""
+    from collections import Counter
+
+    from ..study import PARTS
+    from ..study.claims import claim_sentence
+
+    names = parts if parts is not None else list(result["parts"])
+    for name in names:
+        p = result["parts"].get(name)
+        if p is None:
+            continue
+        print(f"{PARTS[name].paper}.{name} — {p['title']} ({p['seconds']:.0f} s)")
+        for c in p.get("claims", []):
+            print(f"  [{c['verdict']}] {claim_sentence(c)}")
+        for line in p.get("reading", []):
+            print(f"  - {line}")
+    counts = Counter(c["verdict"] for n in names if n in result["parts"] for c in result["parts"][n].get("claims", []))
+    if counts:
+        print("\nverdicts: " + ", ".join(f"{v} {counts[v]}" for v in ("reproduced", "partly", "not reproduced",
+                                                                     "not identifiable") if counts[v]))
+    print(f"report: {result['report']}")
+
+
+def add_preset_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=("tiny", "quick", "full"), help=PRESET_HELP)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="alias of --preset quick")
+    size.add_argument("--full", action="store_true", help="alias of --preset full")
+    size.add_argument("--tiny", action="store_true", help="alias of --preset tiny")
+
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from ..study import PARTS, StudyConfig, run_study
+    from ..study import StudyConfig, run_study
 
-    preset = "full" if args.full else "tiny" if args.tiny else "quick"
     overrides = dict(dataset=args.dataset, data_dir=args.data_dir, num_samples=args.num_samples, model=args.model,
-                     epochs=args.epochs, seed=args.seed, device=args.device,
+                     epochs=args.epochs, seed=args.seed, seeds=args.seeds, device=args.device,
                      widths=split_ints("widths", args.widths) if args.widths else None)
-    config = StudyConfig.preset_config(preset, **overrides)
+    config = StudyConfig.preset_config(preset_of(args), **overrides)
     log = None if args.json else (lambda msg: sys.stderr.write(msg + "\n"))
-    result = run_study(config, args.out, only=args.only, resume=args.resume,
+    result = run_study(config, args.out, only=args.only, paper=args.paper, resume=args.resume,
                        progress=False if args.json or args.no_progress else None, log=log, store=args.store)
     if args.json:
         print_json(result)
         return 0
-    for name, p in result["parts"].items():
-        print(f"{PARTS[name].title} ({p['seconds']:.0f} s)")
-        for line in p.get("reading", []):
-            print(f"  - {line}")
-    print(f"\nreport: {result['report']}")
+    selected = set(result["ran"]) | set(result["skipped"])
+    print_study(result, [n for n in result["parts"] if n in selected])
     return 0
 
 
 def add_study(sub) -> None:
     p = sub.add_parser(
         "study",
-        help="the embedded-ensemble study (EE §5, App. C–D, power laws) with an HTML report",
-        description="Train the Embedded Ensembles paper's experiments at small scale next to the analytic "
-                    "predictions — regime transition, width scaling, gradient scaling γ(M), LLD learning rates, "
-                    "MC dropout, gradient orthogonality, power laws — and write results.json, CSV tables, PNG "
-                    "figures and a self-contained report.html into --out.",
+        help="the four papers' experiments at small scale, a verdict per claim, and an HTML report",
+        description="Run the experiments of the Embedded Ensembles (ee), Collegial Ensembles (ce), Emergent "
+                    "Equivariance (eqe) and Power Laws (pl) papers at small scale. Every part declares the "
+                    "papers' claims it tests with a criterion before it runs; the verdict (reproduced, partly, "
+                    "not reproduced, not identifiable) is computed from the measured numbers. Writes "
+                    "results.json, CSV tables, PNG figures, report.html and report.md into --out.",
     )
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="the quick preset (default; < 10 min on 2 CPU cores)")
-    size.add_argument("--full", action="store_true", help="the full preset (the paper's grids; hours on a CPU)")
-    size.add_argument("--tiny", action="store_true", help="a seconds-long smoke preset (tests, CI)")
+    add_preset_options(p)
+    p.add_argument("--paper", help="comma-separated papers: ee, ce, eqe, pl (default all four)")
+    p.add_argument("--only", help="comma-separated parts, e.g. regime,alpha,ising,pool (default every part of the "
+                                  "selected papers)")
     p.add_argument("--out", default="runs/study", help="output folder (default runs/study)")
-    p.add_argument("--only", help="comma-separated parts: regime, width, gradient, lld, mcdropout, orthogonality, "
-                                  "scaling (default all)")
     p.add_argument("--resume", action="store_true",
-                   help="continue a study in --out: skip parts already finished with the same settings")
-    p.add_argument("--store", help="a sweep store: every training is looked up there (done by an earlier study or "
-                                   "a sweep with the same options: loaded, not trained) and new ones are kept there")
-    p.add_argument("--dataset", help="digits (default), mnist1d, gaussians, cifar10, cifar100 (with --data-dir)")
+                   help="continue a study in --out: skip parts finished with the same settings; finished trainings "
+                        "are loaded from its store")
+    p.add_argument("--store", help="a sweep store shared with sweeps and other studies (default OUT/store): "
+                                   "trainings done there with the same options are loaded, not trained")
+    p.add_argument("--dataset", help="dataset of the embedded-ensemble parts: digits (default), mnist1d, gaussians, "
+                                     "cifar10, cifar100 (with --data-dir)")
     p.add_argument("--data-dir", help="folder with the CIFAR python batches")
     p.add_argument("--num-samples", type=int, help="samples to generate (mnist1d, gaussians)")
-    p.add_argument("--model", choices=("mlp", "convnet"), help="reference network (default mlp)")
+    p.add_argument("--model", choices=("mlp", "convnet"), help="reference network of the EE parts (default mlp)")
     p.add_argument("--widths", help="hidden widths of the reference MLP (default 128,128)")
-    p.add_argument("--epochs", type=int, help="epochs per training (preset default)")
+    p.add_argument("--epochs", type=int, help="epochs per EE training (preset default)")
     p.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
+    p.add_argument("--seeds", type=int, help="seeds of every noisy measurement (preset default: 3 in quick)")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print every result as JSON (no progress display)")

@@ -14,6 +14,7 @@ feature for vectors).
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,10 +172,12 @@ def _digits(seed: int, val, flatten: bool, test_fraction: float) -> Dataset:
     )
 
 
-def _mnist1d(seed: int, val, num_samples: int) -> Dataset:
+@functools.lru_cache(maxsize=4)
+def _mnist1d_arrays(num_samples: int) -> tuple[dict, int]:
+    """mnist1d as ``make_dataset`` generates it (its own fixed seed): the same arrays for the same size, so
+    they are generated once per process (10,000 samples take ~6 s) and handed out read-only."""
     from mnist1d.data import get_dataset_args, make_dataset
 
-    num_samples = check_int("num_samples", num_samples, minimum=20)
     args = get_dataset_args()
     args.num_samples = num_samples
     # make_dataset seeds numpy's and Python's global RNGs; keep the caller's streams untouched
@@ -184,10 +187,19 @@ def _mnist1d(seed: int, val, num_samples: int) -> Dataset:
     finally:
         np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)
+    arrays = {key: np.asarray(data[key]) for key in ("x", "y", "x_test", "y_test")}
+    for a in arrays.values():
+        a.flags.writeable = False
+    return arrays, args.seed
+
+
+def _mnist1d(seed: int, val, num_samples: int) -> Dataset:
+    num_samples = check_int("num_samples", num_samples, minimum=20)
+    data, generator_seed = _mnist1d_arrays(num_samples)
     return _finish(
         "mnist1d", data["x"], data["y"], data["x_test"], data["y_test"], num_classes=10, val=val, seed=seed,
         image=False, info={"source": "mnist1d.data.make_dataset", "num_samples": num_samples,
-                           "generator_seed": args.seed},
+                           "generator_seed": generator_seed},
     )
 
 

@@ -11,6 +11,7 @@ from .empirical import (
     gradient_cosines,
     interaction_ratio,
     loss_ntk,
+    member_gradients,
 )
 from .predict import KernelPredictor, ensemble_mean_kernel, kernel_predict
 from .regime import regime
@@ -22,6 +23,7 @@ __all__ = [
     "cross_to_same_ratio",
     "interaction_ratio",
     "gradient_cosines",
+    "member_gradients",
     "gradient_cosine_vs_width",
     "HiddenLayer",
     "Network",

@@ -20,12 +20,13 @@ from .empirical import ensemble_ntk
 __all__ = ["kernel_drift"]
 
 
-def _member_kernels(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    k = ensemble_ntk(model, x)
+def _kernels(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole ensemble NTK (M, M, P, P) (EE Eq. 9) and each member's own block (M, P, P)."""
+    k = ensemble_ntk(model, x).total()
     if isinstance(model, Ensemble):
-        idx = torch.arange(k.members)
-        return k.total()[idx, idx]  # (M, P, P): each member's own NTK
-    return k.total()[0, 0].unsqueeze(0)
+        idx = torch.arange(k.shape[0])
+        return k, k[idx, idx]
+    return k[:1, :1], k[0, 0].unsqueeze(0)
 
 
 def kernel_drift(
@@ -42,14 +43,16 @@ def kernel_drift(
 
     Returns ``initial`` and ``final`` kernels (M, P, P), ``relative`` = ‖K_t − K₀‖_F/‖K₀‖_F per member (M,)
     (robust where single entries are near zero), ``relative_entries`` = |ΔK|/|K₀| per entry (M, P, P),
-    and the training loss per member at the start and at the end.
+    ``relative_ensemble`` = ‖Θ_t − Θ₀‖_F/‖Θ₀‖_F of the whole ensemble NTK with its cross-member blocks
+    (EE App. B.6: it stays constant at infinite width), and the training loss per member at the start and
+    at the end.
     """
     lr = check_real("lr", lr, low=0.0, low_open=True)
     steps = check_int("steps", steps, minimum=1)
     if not isinstance(y, torch.Tensor) or not y.is_floating_point() or y.shape[0] != x.shape[0]:
         raise DeepensError("y: expected floating-point regression targets with one row per input")
     is_ensemble = isinstance(model, Ensemble)
-    k0 = _member_kernels(model, probe)
+    full0, k0 = _kernels(model, probe)
 
     def losses() -> torch.Tensor:
         out = model(x) if is_ensemble else model(x).unsqueeze(0)
@@ -73,7 +76,8 @@ def kernel_drift(
             end = losses()
     finally:
         model.train(was_training)
-    k1 = _member_kernels(model, probe)
+    full1, k1 = _kernels(model, probe)
     diff = (k1 - k0).flatten(1).norm(dim=1) / k0.flatten(1).norm(dim=1)
     return {"initial": k0, "final": k1, "relative": diff, "relative_entries": (k1 - k0).abs() / k0.abs(),
+            "relative_ensemble": float((full1 - full0).norm() / full0.norm()),
             "time": lr * steps, "loss_start": start, "loss_end": end}

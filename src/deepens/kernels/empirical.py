@@ -499,15 +499,13 @@ def interaction_ratio(kernel: torch.Tensor, m_subset: int) -> float:
     return float(others.pow(2).sum() / same.pow(2).sum())
 
 
-def gradient_cosines(model: Ensemble, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
-    """|⟨∇L_α, ∇L_β⟩| / (‖∇L_α‖ ‖∇L_β‖) for all member pairs, w.r.t. the shared parameters (EE Fig. 6).
-
-    Returns the (M, M) matrix; its off-diagonal mean is the paper's quantity.
-    """
+def member_gradients(model: Ensemble, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """∇_w L_α for every member α w.r.t. the shared parameters w, flattened: (M, P) (EE Eq. 3; the rows
+    whose norms EE Fig. 6 (left) histograms and whose cosines Fig. 6 (centre, right) averages)."""
     from ..training.losses import member_losses
 
     if not isinstance(model, Ensemble):
-        raise DeepensError("model: gradient cosines need a deepens ensemble with shared parameters")
+        raise DeepensError("model: member gradients need a deepens ensemble with shared parameters")
     shared = {n: p for n, p in model.named_shared_parameters() if p.requires_grad}
     if not shared:
         raise DeepensError("model: has no shared parameters (a deep ensemble's members share nothing)")
@@ -520,7 +518,15 @@ def gradient_cosines(model: Ensemble, x: torch.Tensor, y: torch.Tensor, loss: st
 
     with torch.no_grad():
         jac = jacrev(losses)(shared)
-    g = torch.cat([j.reshape(j.shape[0], -1) for j in jac.values()], dim=1)  # (M, P)
+    return torch.cat([j.reshape(j.shape[0], -1) for j in jac.values()], dim=1)
+
+
+def gradient_cosines(model: Ensemble, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """|⟨∇L_α, ∇L_β⟩| / (‖∇L_α‖ ‖∇L_β‖) for all member pairs, w.r.t. the shared parameters (EE Fig. 6).
+
+    Returns the (M, M) matrix; its off-diagonal mean is the paper's quantity.
+    """
+    g = member_gradients(model, x, y, loss)
     norms = g.norm(dim=1).clamp_min(torch.finfo(g.dtype).tiny)
     return (g @ g.T).abs() / torch.outer(norms, norms)
 

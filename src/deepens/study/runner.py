@@ -2,15 +2,20 @@
 
 Layout of the output folder::
 
-    study.json            the study's configuration and state (written first)
-    parts/NAME.json       one finished part: its config, run time, results, reading (written atomically)
+    study.json            the configuration, software versions and the claims declared before the run
+    parts/NAME.json       one finished part: config, run time, results, measured quantities, claim verdicts,
+                          reading (written atomically)
     tables/NAME_*.csv     every table of the part
     figures/*.png         its figures
-    results.json          every part's record together
-    report.html           the self-contained report (figures embedded)
+    results.json          every finished part and one record per claim (rewritten after every part)
+    report.html           the self-contained report (rewritten after every part)
+    report.md             the same as Markdown (figures linked)
+    store/                every training, as a sweep store (unless ``store`` names another one)
 
 ``resume=True`` skips parts whose ``parts/NAME.json`` exists with the same settings (``StudyConfig.part_config``)
-and re-runs the others; without it an existing study folder is refused, so nothing is overwritten by accident.
+and re-runs the others; trainings finished before are loaded from the store, so a study killed inside a part
+loses at most the training in flight. Without ``resume`` an existing study folder is refused, so nothing is
+overwritten by accident.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tqdm.auto import tqdm
 from ..errors import DeepensError
 from ..io import atomic_write_json, atomic_write_text
 from ..runs.rundir import jsonable
+from .claims import evaluate
 from .config import StudyConfig
 from .parts import PARTS, part_names
 
@@ -48,8 +54,9 @@ def software_versions() -> dict:
 
 
 class StudyContext:
-    """What a part uses: ``train(**options)`` (one in-memory training of the reference setup with the given
-    options), ``data(flatten)`` and ``tick()`` (one progress unit)."""
+    """What a part uses: ``train(**options)`` (one training of the reference setup with the given options,
+    through the study's store when it has one), ``seed(s)`` (the training seed of the s-th seed),
+    ``data(flatten)`` and ``tick()`` (one progress unit)."""
 
     def __init__(self, config: StudyConfig, tick: Callable[[], None], store=None, owner=None):
         self.config = config
@@ -65,14 +72,20 @@ class StudyContext:
 
             self.owner = Owner.me()
 
+    def seed(self, s: int) -> int:
+        """The training seed of the s-th of ``config.seeds`` seeds (s = 0 is ``config.seed``); every seed keeps
+        the data split of ``config.seed``."""
+        return self.config.seed + 1009 * int(s)
+
     def train_config(self, **options):
         from ..training import TrainConfig
 
         c = self.config
         base = dict(dataset=c.dataset, data_dir=c.data_dir, num_samples=c.num_samples, model=c.model,
                     widths=list(c.widths), epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, schedule=c.schedule,
-                    weight_decay=c.weight_decay, seed=c.seed, device=c.device, eval_every=c.epochs)
+                    weight_decay=c.weight_decay, seed=c.seed, data_seed=c.seed, device=c.device)
         base.update(options)
+        base.setdefault("eval_every", base["epochs"])
         return TrainConfig(**base)
 
     def train(self, **options):
@@ -132,13 +145,15 @@ class StudyContext:
             self.diverged.append({"options": options, "error": str(exc)})
             return None
 
-    def data(self, flatten: bool = True):
-        """The study's dataset, split exactly as every training splits it (the trainer's ``load_data``)."""
+    def data(self, flatten: bool = True, **options):
+        """The dataset of a training with ``options`` (default: the reference setup's), split exactly as that
+        training splits it (the trainer's ``load_data``); loaded once per context."""
         from ..training.trainer import load_data
 
-        if flatten not in self._data:
-            self._data[flatten] = load_data(self.train_config(flatten=flatten), torch.device("cpu"))
-        return self._data[flatten]
+        key = (flatten, tuple(sorted(options.items())))
+        if key not in self._data:
+            self._data[key] = load_data(self.train_config(flatten=flatten, **options), torch.device("cpu"))
+        return self._data[key]
 
     def tick(self) -> None:
         self._tick()
@@ -160,7 +175,8 @@ def _state_path(out: Path) -> Path:
 
 
 def load_study(out: str | Path) -> dict:
-    """The records of a study folder: ``{"config": ..., "parts": {name: record}}`` (finished parts only)."""
+    """The records of a study folder: ``{"config", "versions", "declared", "parts": {name: record},
+    "claims": [record, ...]}`` (finished parts only, in the study's order; claims in their parts' order)."""
     out = Path(out)
     state = _state_path(out)
     if not state.exists():
@@ -174,7 +190,18 @@ def load_study(out: str | Path) -> dict:
                 parts[name] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DeepensError(f"out: {out} holds an unreadable study file ({exc})") from None
-    return {**meta, "parts": parts}
+    claims = [{"part": name, **c} for name, p in parts.items() for c in p.get("claims", [])]
+    return {**meta, "parts": parts, "claims": claims}
+
+
+def _publish(out: Path) -> dict:
+    """Rewrite results.json and the reports from every finished part."""
+    from .report import write_report
+
+    study = load_study(out)
+    atomic_write_json(out / "results.json", study)
+    write_report(study, out)
+    return study
 
 
 def run_study(
@@ -182,29 +209,27 @@ def run_study(
     out: str | Path,
     *,
     only: str | list[str] | None = None,
+    paper: str | list[str] | None = None,
     resume: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
     store=None,
 ) -> dict:
     """Run the selected parts of the study into ``out`` and write results.json, CSV tables, figures and
-    report.html. Returns ``{"config", "versions", "parts": {name: record}, "report": path, "skipped": [...]}``.
+    report.html / report.md. ``paper`` selects papers (``ee``, ``ce``, ``eqe``, ``pl``; default all) and
+    ``only`` parts by name. Returns ``{"config", "versions", "declared", "parts": {name: record}, "claims": [...],
+    "report": path, "skipped": [...], "ran": [...]}``.
 
-    With ``store`` (a sweep store or its folder) every training goes through the store: trainings done
-    earlier there (by a study or a sweep with the same options) are loaded instead of trained, new ones are
-    written there, and a study killed mid-part loses no finished training."""
-    from .report import write_report
-
-    owner = beat = None
-    if store is not None:
-        from ..sweeps.store import Owner, Store
-
-        store = store if isinstance(store, Store) else Store(store, create=True)
-        owner = Owner.me()
+    Every claim a selected part declares is written into study.json before anything runs; after each part its
+    claims are evaluated on its measured numbers (:func:`deepens.study.claims.evaluate`) and results.json and
+    the reports are rewritten. Trainings go through a sweep store — ``store`` (a store or its folder, shared with
+    sweeps and other studies) or ``out/store`` — so trainings done earlier with the same options are loaded,
+    not trained again, and a study killed mid-part loses at most the training in flight."""
+    from ..sweeps.store import Owner, Store
 
     config = config.validate()
     out = Path(out)
-    names = part_names(only)
+    names = part_names(only, paper)
     if out.exists() and not out.is_dir():
         raise DeepensError(f"out: {out} is a file, expected a folder")
     if _state_path(out).exists() and not resume:
@@ -213,35 +238,41 @@ def run_study(
         raise DeepensError(f"out: {out} is a non-empty folder that holds no study; choose another --out")
     for sub in ("parts", "tables", "figures"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    store = store if isinstance(store, Store) else Store(out / "store" if store is None else store, create=True)
+    owner = Owner.me()
     versions = software_versions()
-    atomic_write_json(_state_path(out), jsonable({"config": config.to_dict(), "versions": versions}))
+    declared = [{"part": n, **c.declaration()} for n in names for c in PARTS[n].claims]
+    previous = json.loads(_state_path(out).read_text()).get("declared", []) if _state_path(out).exists() else []
+    keep = [d for d in previous if d["part"] not in names]  # declarations of parts not run this time stay
+    atomic_write_json(_state_path(out), jsonable({"config": config.to_dict(), "versions": versions,
+                                                  "declared": keep + declared}))
 
     todo, skipped = [], []
     for name in names:
+        part = PARTS[name]
         path = out / "parts" / f"{name}.json"
         if resume and path.exists():
             try:
                 stored = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 stored = None
-            if stored and stored.get("config") == jsonable(config.part_config(PARTS[name].prefix)):
+            if stored and stored.get("config") == jsonable(config.part_config(part.prefixes, part.reference)):
                 skipped.append(name)
                 continue
         todo.append(name)
     total = sum(PARTS[n].units(config) for n in todo)
-    bar = tqdm(total=total, desc="study", unit="run", disable=None if progress is None else not progress,
+    bar = tqdm(total=total, desc="study", unit="unit", disable=None if progress is None else not progress,
                dynamic_ncols=True)
     say = log or (lambda _msg: None)
     for name in skipped:
         say(f"{name}: finished earlier, skipped (--resume)")
-    if store is not None:
-        from ..sweeps.runner import HEARTBEAT_SECONDS, Heartbeat
+    from ..sweeps.runner import HEARTBEAT_SECONDS, Heartbeat
 
-        beat = Heartbeat(store, owner, HEARTBEAT_SECONDS)
+    beat = Heartbeat(store, owner, HEARTBEAT_SECONDS)
     try:
         for i, name in enumerate(todo, 1):
             part = PARTS[name]
-            bar.set_description(f"study [{i}/{len(todo)}] {name}")
+            bar.set_description(f"study [{i}/{len(todo)}] {part.paper}.{name}")
             ctx = StudyContext(config, lambda: bar.update(1), store, owner)
             started = time.perf_counter()
             with torch.random.fork_rng():
@@ -251,22 +282,23 @@ def run_study(
                 except DeepensError as exc:
                     raise DeepensError(f"study part {name}: {exc}") from None
             seconds = time.perf_counter() - started
-            record = jsonable({"name": name, "title": part.title, "claim": part.claim,
-                             "config": config.part_config(part.prefix), "seconds": seconds,
-                             "trainings": ctx.trainings, "from_store": ctx.from_store, "diverged": ctx.diverged,
-                             "versions": versions,
-                             **outcome})
+            outcome = jsonable(outcome)
+            claims = [evaluate(c, outcome.get("measured", {}), outcome.get("scale")) for c in part.claims]
+            record = jsonable({"name": name, "paper": part.paper, "title": part.title, "summary": part.summary,
+                               "config": config.part_config(part.prefixes, part.reference), "seconds": seconds,
+                               "trainings": ctx.trainings, "from_store": ctx.from_store, "diverged": ctx.diverged,
+                               "versions": versions, **outcome, "claims": claims})
             figures = part.plot(record, out / "figures")
             record["figures"] = [str(Path(f).relative_to(out)) for f in figures]
             for table, rows in outcome.get("tables", {}).items():
-                atomic_write_text(out / "tables" / f"{table}.csv", _csv(jsonable(rows)))
+                atomic_write_text(out / "tables" / f"{table}.csv", _csv(rows))
             atomic_write_json(out / "parts" / f"{name}.json", record)
-            say(f"{name}: {seconds:.0f} s, {ctx.trainings} trainings — {record.get('headline', '')}")
+            _publish(out)
+            verdicts = ", ".join(f"{c['id'].split('.', 1)[1]}: {c['verdict']}" for c in claims)
+            say(f"{part.paper}.{name}: {seconds:.0f} s, {ctx.trainings} trainings" + (f" — {verdicts}" if verdicts
+                                                                                       else ""))
     finally:
         bar.close()
-        if beat is not None:
-            beat.stop()
-    study = load_study(out)  # every finished part, in the study's order
-    atomic_write_json(out / "results.json", study)
-    report = write_report(study, out)
-    return {**study, "report": str(report), "skipped": skipped, "ran": todo}
+        beat.stop()
+    study = _publish(out)
+    return {**study, "report": str(out / "report.html"), "skipped": skipped, "ran": todo}

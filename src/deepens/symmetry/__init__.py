@@ -1,8 +1,8 @@
 """Symmetry: groups, their actions on inputs and outputs, augmentation, orbit metrics, and the
 infinite-width statement that augmented deep ensembles are equivariant (Gerken & Kessel, ICML 2024).
 
-The experiments behind ``deepens equivariance`` live in :mod:`deepens.symmetry.experiments` (imported on
-demand: they train networks).
+The experiments (Ising, cross product, rotated digits, SO(2)) are parts of the study
+(:mod:`deepens.study.equivariance`).
 """
 
 from .actions import (
@@ -18,6 +18,7 @@ from .actions import (
 )
 from .augment import RandomAugmentation, augment_orbits, draw_elements, image_augmentation, orbit_permutation
 from .groups import (
+    ROTATION_GROUPS,
     SO2,
     SO3,
     CyclicGroup,
@@ -45,7 +46,7 @@ from .theory import InfiniteWidthEnsemble
 
 __all__ = [
     "Group", "FiniteGroup", "CyclicGroup", "MatrixGroup", "PermutationGroup", "SO2", "SO3",
-    "tetrahedral", "octahedral", "icosahedral", "axis_rotations", "symmetric", "cyclic_shifts",
+    "tetrahedral", "octahedral", "icosahedral", "axis_rotations", "ROTATION_GROUPS", "symmetric", "cyclic_shifts",
     "rotation_matrix",
     "Action", "Trivial", "ImageRotation", "LatticeRotation", "VectorRotation", "PermutationAction", "Symmetry",
     "pad_for_rotation", "border_value",

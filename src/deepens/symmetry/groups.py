@@ -36,6 +36,7 @@ __all__ = [
     "octahedral",
     "icosahedral",
     "axis_rotations",
+    "ROTATION_GROUPS",
     "symmetric",
     "cyclic_shifts",
     "rotation_matrix",
@@ -240,6 +241,18 @@ def axis_rotations(k: int, axis: Sequence[float] = (0, 0, 1)) -> MatrixGroup:
     """C_k acting on R³: rotations by 2πr/k about ``axis``."""
     k = check_int("k", k, minimum=1)
     return MatrixGroup(f"C{k}(axis)", [rotation_matrix(axis, 2 * math.pi / k)])
+
+
+ROTATION_GROUPS: dict[str, Callable[[], MatrixGroup]] = {
+    "c1": lambda: axis_rotations(1),
+    "c2": lambda: axis_rotations(2),
+    "c4": lambda: axis_rotations(4),
+    "t": tetrahedral,
+    "o": octahedral,
+    "i": icosahedral,
+}
+"""Finite rotation groups of R³ by name: C_1, C_2, C_4 about the z axis, tetrahedral (12), octahedral (24),
+icosahedral (60)."""
 
 
 class PermutationGroup(FiniteGroup):

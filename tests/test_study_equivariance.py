@@ -1,4 +1,4 @@
-"""The equivariance experiments on tiny settings, the CLI, and training with --augment."""
+"""The equivariance study parts on small settings (facts the claims rely on), and training with --augment."""
 
 import json
 
@@ -6,17 +6,22 @@ import pytest
 import torch
 
 from deepens.runs import RunDir
-from deepens.symmetry import experiments as E
+from deepens.study import StudyConfig, run_study
+from deepens.study.equivariance import digit_images
 from deepens.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def ising_result():
-    return E.ising(size=4, samples=24, widths=(16, 1024), members=16, steps=40, lr=2.0, test=24, seed=0)
+def ising_result(tmp_path_factory):
+    config = StudyConfig.preset_config("tiny", seeds=1, ising_size=4, ising_samples=24, ising_widths=[16, 1024],
+                                       ising_members=16, ising_steps=40, ising_lr=2.0, ising_test=24)
+    out = tmp_path_factory.mktemp("ising")
+    return run_study(config, out, only="ising", progress=False)["parts"]["ising"]
 
 
+@pytest.mark.slow
 def test_ising_ensembles_beat_members_and_approach_the_ntk(ising_result):
-    r = ising_result
+    r = ising_result["results"]
     assert r["config"]["augmented"] == 96
     for name in ("in", "ood"):
         assert r["ntk"][name]["equivariance"]["ensemble"]["mean"] < 1e-10
@@ -28,62 +33,13 @@ def test_ising_ensembles_beat_members_and_approach_the_ntk(ising_result):
             assert sizes[-1] < sizes[0]  # falls with ensemble size
         narrow, wide = (row["sets"][name]["distance"] for row in r["widths"])
         assert wide["width_effect"] < narrow["width_effect"]
-
-
-def test_crossproduct_error_falls_with_the_group_and_the_ensemble():
-    r = E.crossproduct(groups=("c1", "o"), samples=12, width=64, members=8, steps=60, test=16, rotations=6)
-    c1, o = r["groups"]
-    assert (c1["augmented"], o["augmented"]) == (12, 288)
-    assert c1["sets"]["in"]["ntk_group"] is None and o["sets"]["in"]["ntk_group"]["mean"] < 1e-10
-    assert o["sets"]["in"]["equivariance"]["ensemble"]["mean"] < c1["sets"]["in"]["equivariance"]["ensemble"]["mean"]
-    for name in ("in", "ood"):
-        eq = o["sets"][name]["equivariance"]
-        assert eq["ensemble"]["mean"] < eq["member"]["mean"]
-
-
-def test_digits_osp_bounds_and_history():
-    r = E.digits(groups=(4,), members=4, steps=12, batch_size=64, evals=2, noise=12, test=40)
-    (row,) = r["groups"]
-    assert r["config"]["image_size"] == 23 and row["augmented"] == 4 * r["config"]["train"]
-    assert [p["step"] for p in row["history"]] == [6, 12]
-    for p in row["history"]:
-        assert set(p["sets"]) == {"test", "photos", "noise"}
-        for m in p["sets"].values():
-            assert 1.0 <= m["member"]["mean"] <= 4.0 and 1.0 <= m["ensemble"]["mean"] <= 4.0
-            assert m["orbit_size"] == 4 and [b["size"] for b in m["by_size"]] == [1, 2, 4]
-    assert r["reference"]["talk_fashionmnist_ood_osp"]["4"][0] == 3.85
-
-
-def test_cli_equivariance_json_and_files(cli, tmp_path):
-    code, out, err = cli(["equivariance", "ising", "--size", "3", "--samples", "8", "--widths", "8,16",
-                          "--members", "2", "--steps", "3", "--test", "4", "--out", tmp_path / "ising", "--json"])
-    assert code == 0, err
-    result = json.loads(out)
-    assert result["experiment"] == "ising" and len(result["widths"]) == 2
-    assert (tmp_path / "ising" / "results.json").exists() and (tmp_path / "ising" / "ising.png").stat().st_size > 0
-    code, out, err = cli(["equivariance", "crossproduct", "--groups", "c1,c2", "--samples", "4", "--width", "8",
-                          "--members", "2", "--steps", "2", "--test", "4", "--rotations", "2",
-                          "--out", tmp_path / "cross"])
-    assert code == 0, err
-    assert "c2 (2)" in out and "NTK (own group)" in out
-
-
-@pytest.mark.parametrize("args,match", [
-    (["ising", "--widths", "a,b"], "widths: expected comma-separated integers"),
-    (["ising", "--members", "0"], "members: expected an integer >= 1"),
-    (["crossproduct", "--groups", "c3"], "groups: expected names from"),
-    (["digits", "--groups", "0"], "groups: expected an integer >= 1"),
-    (["ising", "--lr", "-1"], "lr: expected a number"),
-])
-def test_cli_bad_input_is_one_line_exit_2(cli, tmp_path, args, match):
-    code, out, err = cli(["equivariance", *args, "--out", tmp_path / "x"])
-    assert code == 2 and match in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert ising_result["measured"]["ensemble_beats_member"]["mean"] == 1.0
 
 
 def test_cli_help(cli):
-    for sub in ("ising", "crossproduct", "digits"):
+    for sub in ("ising", "crossproduct", "digits", "so2"):
         code, out, _ = cli(["equivariance", sub, "--help"])
-        assert code == 0 and "--json" in out
+        assert code == 0 and "--json" in out and "--preset" in out
 
 
 TINY = dict(dataset="digits", widths=[16], members=2, epochs=2, batch_size=64, lr=0.05, seed=0,
@@ -148,7 +104,7 @@ def test_digit_ood_sets_keep_their_statistics_along_interpolated_orbits():
     their spread nearly unchanged (< 10 %), unlike pixel-level white noise at the padded size (−33 %)."""
     from deepens.symmetry import CyclicGroup, ImageRotation
 
-    *_, background, photos, noise = E._digit_images(0, 2, 64)
+    *_, background, photos, noise = digit_images(0, 2, 64)
     rot = ImageRotation(CyclicGroup(8), fill=background)
     inner = (..., slice(6, 17), slice(6, 17))
 
