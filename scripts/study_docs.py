@@ -53,9 +53,12 @@ def main(argv=None) -> int:
     c, v = study["config"], study["versions"]
     text = render_markdown(study, figure_prefix="")
     text = text.replace("](figures/", "](figures/study/")
+    workers = f"{v['workers']} worker processes of {v['training_threads']} thread each for the trainings, " \
+        if "workers" in v else ""
     header = (f"Written by `scripts/study_docs.py` from `deepens study --preset {c['preset']}` (seed {c['seed']}, "
-              f"{c['seeds']} seeds) on {v['cpu_threads']} CPU threads, torch {v['torch']}. Every number below is in "
-              "that run's results.json and CSV tables.\n\n## Run time per part\n\n" + _times(study) + "\n")
+              f"{c['seeds']} seeds) on {v['platform']}: {workers}{v['cpu_threads']} threads in the main process, "
+              f"torch {v['torch']}. Every number below is in that run's results.json and CSV tables.\n\n"
+              "## Run time per part\n\n" + _times(study) + "\n")
     text = text.replace("\n## Verdicts\n", "\n" + header + "\n## Verdicts\n", 1)
     atomic_write_text(DOCS / "study.md", text)
     print(f"wrote {DOCS / 'study.md'}")

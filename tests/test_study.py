@@ -331,6 +331,16 @@ def test_power_law_pool_and_calibration_parts(study):
     assert pool["curves"][str(params[0])][0]["nll_mean"] == pytest.approx(curve[0]["nll_mean"], rel=1e-9)
 
 
+def test_parallel_trainings_give_the_numbers_of_sequential_ones(study, tmp_path):
+    """Worker processes train a part's networks ahead of its loop (one torch thread each, like the sequential
+    path): the records are the same as the fixture's, trained one by one in this process."""
+    parallel = run_study(TINY, tmp_path / "parallel", only="regime,primaldual,pool", workers=2, progress=False)
+    for name in ("regime", "primaldual", "pool"):
+        assert parallel["parts"][name]["results"] == study[1]["parts"][name]["results"]
+        assert parallel["parts"][name]["trainings"] == study[1]["parts"][name]["trainings"]
+        assert parallel["parts"][name]["from_store"] == 0  # trained by the workers in this run, not loaded
+
+
 def test_partition_mean_averages_pool_curves_point_by_point():
     from deepens.scaling import pool_curve
     from deepens.study.powerlaws import _partition_mean

@@ -55,14 +55,17 @@ def add_preset_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from ..study import StudyConfig, run_study
+    from ..study.runner import default_workers
 
     overrides = dict(dataset=args.dataset, data_dir=args.data_dir, num_samples=args.num_samples, model=args.model,
                      epochs=args.epochs, seed=args.seed, seeds=args.seeds, device=args.device,
                      widths=split_ints("widths", args.widths) if args.widths else None)
     config = StudyConfig.preset_config(preset_of(args), **overrides)
+    workers = default_workers(config.device) if args.workers is None else args.workers
     log = None if args.json else (lambda msg: sys.stderr.write(msg + "\n"))
     result = run_study(config, args.out, only=args.only, paper=args.paper, resume=args.resume,
-                       progress=False if args.json or args.no_progress else None, log=log, store=args.store)
+                       progress=False if args.json or args.no_progress else None, log=log, store=args.store,
+                       workers=workers)
     if args.json:
         print_json(result)
         return 0
@@ -101,6 +104,9 @@ def add_study(sub) -> None:
     p.add_argument("--seed", type=int, help="seed of every random choice (default 0)")
     p.add_argument("--seeds", type=int, help="seeds of every noisy measurement (preset default: 3 in quick)")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--workers", type=int,
+                   help="worker processes training a part's networks at once (default: one per usable core on a CPU, "
+                        "at most 8; 1 on a GPU); every training uses one thread, so the numbers do not depend on it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print every result as JSON (no progress display)")
     p.set_defaults(func=cmd_study)

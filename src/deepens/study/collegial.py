@@ -341,11 +341,16 @@ def _primaldual_run(cfg: StudyConfig, ctx) -> dict:
             designs.append((curve, n, max(1, int(m))))
     rows = []
     extra = {"num_samples": 10_000} if cfg.primaldual_dataset == "mnist1d" else {}
+
+    def options(n, m):
+        return dict(dataset=cfg.primaldual_dataset, ensemble="collegial", multiplicity=m, widths=[n] * 5,
+                    members=cfg.primaldual_members, epochs=cfg.primaldual_epochs, batch_size=128, optimizer="adam",
+                    lr=1e-3, schedule="cosine", final_lr=0.0, weight_decay=0.0, seed=ctx.seed(0) + n, model="mlp",
+                    **extra)
+
+    ctx.prefetch([options(n, m) for _, n, m in designs])
     for curve, n, m in designs:
-        r = ctx.train(dataset=cfg.primaldual_dataset, ensemble="collegial", multiplicity=m, widths=[n] * 5,
-                      members=cfg.primaldual_members, epochs=cfg.primaldual_epochs, batch_size=128, optimizer="adam",
-                      lr=1e-3, schedule="cosine", final_lr=0.0, weight_decay=0.0, seed=ctx.seed(0) + n, model="mlp",
-                      **extra)
+        r = ctx.train(**options(n, m))
         y = r.data.test.y
         acc = (predict_logits(r.model, r.data.test).argmax(-1) == y).double().mean(1)  # per member = per seed
         rows.append({"curve": curve, "n": n, "m": m, "params": family.parameters(m, n),

@@ -210,7 +210,7 @@ class StudyConfig:
                        cross_samples=48, cross_members=32, cross_steps=300, cross_test=128, cross_rotations=16,
                        digits_groups=[4, 8, 16], digits_members=8, digits_steps=300, digits_evals=4, digits_ood=200,
                        digits_test=360,
-                       so2_rotations=[1, 2, 4, 8, 16], so2_members=8, so2_steps=300, so2_batch_size=64,
+                       so2_rotations=[1, 2, 4, 8, 16], so2_members=4, so2_steps=200, so2_batch_size=64,
                        so2_channels=[8, 16, 32, 64], so2_test=360, so2_test_rotations=32,
                        pool_widths=[16, 32, 64, 128], pool_size=48, pool_epochs=60, pool_partitions=8,
                        calib_temperatures=[0.5, 0.75, 1.0, 1.5, 2.0])

@@ -78,12 +78,13 @@ def _regime_run(cfg: StudyConfig, ctx) -> dict:
         theory.append({"p": p, "verdict": verdict["verdict"], "ntk_ratio": verdict["ntk_ratio"],
                        "nngp_ratio": verdict["nngp_ratio"], "reason": verdict["reason"]})
     rows, trained = [], []
-    for s in range(cfg.seeds):
-        for p in cfg.regime_p:
-            for m in cfg.regime_members:
-                r = ctx.try_train(ensemble="batch", members=m, modulation=f"shifted-normal:{p:g}", seed=ctx.seed(s))
-                trained.append(r)
-                rows.append({"seed": s, "p": p, "members": m, **row_metrics(r)})
+    specs = [(s, p, m, dict(ensemble="batch", members=m, modulation=f"shifted-normal:{p:g}", seed=ctx.seed(s)))
+             for s in range(cfg.seeds) for p in cfg.regime_p for m in cfg.regime_members]
+    ctx.prefetch([o for *_, o in specs])
+    for s, p, m, options in specs:
+        r = ctx.try_train(**options)
+        trained.append(r)
+        rows.append({"seed": s, "p": p, "members": m, **row_metrics(r)})
     mean = aggregate(rows, ("p", "members"))
     big = max(cfg.regime_members)
     p0, mid, high = _regime_points(cfg.regime_p)
@@ -204,6 +205,9 @@ def _width_run(cfg: StudyConfig, ctx) -> dict:
 
     rows, trained = [], []
     big = max(cfg.width_members)
+    ctx.prefetch([dict(ensemble=kind, members=m, width=k, seed=ctx.seed(s))
+                  for s in range(cfg.seeds) for k in cfg.width_multipliers
+                  for kind, ms in (("deep", [big]), ("batch", cfg.width_members)) for m in ms])
     for s in range(cfg.seeds):
         for k in cfg.width_multipliers:
             r = ctx.try_train(ensemble="deep", members=big, width=k, seed=ctx.seed(s))
@@ -330,6 +334,9 @@ def _gradient_run(cfg: StudyConfig, ctx) -> dict:
                   epochs=cfg.gradient_epochs)
     arms = {label: {"gamma": g, "width": w, "curves": []} for label, g, w in _gradient_arms(cfg)}
     base = _gradient_arms(cfg)[0][0]
+    ctx.prefetch([dict(members=m, gamma=gamma, width=width, seed=ctx.seed(s), **common)
+                  for s in range(cfg.seeds) for _, gamma, width in _gradient_arms(cfg) for m in cfg.gradient_members
+                  if not (m == 1 and width == 1.0 and gamma == "M")])
     for s in range(cfg.seeds):
         for label, gamma, width in _gradient_arms(cfg):
             for m in cfg.gradient_members:
@@ -442,6 +449,8 @@ def _lld_optimum(rows: list[dict], members: list[int]) -> list[dict]:
 def _lld_run(cfg: StudyConfig, ctx) -> dict:
     early = max(1, cfg.epochs // 3)
     rows, optimum, gammas = [], [], []
+    ctx.prefetch([dict(ensemble="lld", members=m, lr=lr, seed=ctx.seed(s))
+                  for s in range(cfg.seeds) for m in cfg.lld_members for lr in cfg.lld_lrs])
     for s in range(cfg.seeds):
         seed_rows = []
         for m in cfg.lld_members:
@@ -541,15 +550,16 @@ def _mcd_arms(cfg: StudyConfig) -> list[tuple[str, str, bool]]:
 
 def _mcd_run(cfg: StudyConfig, ctx) -> dict:
     rows, trained, classes = [], [], 10
-    for s in range(cfg.seeds):
-        for label, spec, resample in _mcd_arms(cfg):
-            for m in cfg.mcd_members:
-                r = ctx.try_train(ensemble="mc-dropout", members=m, modulation=spec, resample=resample,
-                                  gamma="1" if resample else "M", seed=ctx.seed(s))
-                trained.append(r)
-                if r is not None:
-                    classes = r.data.num_classes
-                rows.append({"seed": s, "arm": label, "members": m, "resample": resample, **row_metrics(r)})
+    specs = [(s, label, resample, m, dict(ensemble="mc-dropout", members=m, modulation=spec, resample=resample,
+                                         gamma="1" if resample else "M", seed=ctx.seed(s)))
+             for s in range(cfg.seeds) for label, spec, resample in _mcd_arms(cfg) for m in cfg.mcd_members]
+    ctx.prefetch([o for *_, o in specs])
+    for s, label, resample, m, options in specs:
+        r = ctx.try_train(**options)
+        trained.append(r)
+        if r is not None:
+            classes = r.data.num_classes
+        rows.append({"seed": s, "arm": label, "members": m, "resample": resample, **row_metrics(r)})
     big, small = max(cfg.mcd_members), min(cfg.mcd_members)
     fixed, shifted, centred = (a for a, _, _ in _mcd_arms(cfg))
     measured = {
@@ -858,11 +868,13 @@ def _ablation_variants(cfg: StudyConfig) -> list[tuple[str, dict]]:
 
 def _ablation_run(cfg: StudyConfig, ctx) -> dict:
     rows, trained = [], []
-    for s in range(cfg.seeds):
-        for label, options in _ablation_variants(cfg):
-            r = ctx.try_train(ensemble="batch", members=cfg.ablation_members, seed=ctx.seed(s), **options)
-            trained.append(r)
-            rows.append({"seed": s, "variant": label, **row_metrics(r)})
+    specs = [(s, label, dict(ensemble="batch", members=cfg.ablation_members, seed=ctx.seed(s), **options))
+             for s in range(cfg.seeds) for label, options in _ablation_variants(cfg)]
+    ctx.prefetch([o for *_, o in specs])
+    for s, label, options in specs:
+        r = ctx.try_train(**options)
+        trained.append(r)
+        rows.append({"seed": s, "variant": label, **row_metrics(r)})
     names = [label for label, _ in _ablation_variants(cfg)]
 
     def delta(variant, key):
@@ -1071,13 +1083,14 @@ INTERACTION_CLAIMS = (
 
 def _lldmask_run(cfg: StudyConfig, ctx) -> dict:
     rows, trained = [], []
-    for s in range(cfg.seeds):
-        for p in cfg.lldmask_p:
-            for m in cfg.lldmask_members:
-                r = ctx.try_train(ensemble="lld", members=m, modulation=f"shifted-normal:{p:g}", lr=cfg.lldmask_lr,
-                                  seed=ctx.seed(s))
-                trained.append(r)
-                rows.append({"seed": s, "p": p, "members": m, **row_metrics(r)})
+    specs = [(s, p, m, dict(ensemble="lld", members=m, modulation=f"shifted-normal:{p:g}", lr=cfg.lldmask_lr,
+                            seed=ctx.seed(s)))
+             for s in range(cfg.seeds) for p in cfg.lldmask_p for m in cfg.lldmask_members]
+    ctx.prefetch([o for *_, o in specs])
+    for s, p, m, options in specs:
+        r = ctx.try_train(**options)
+        trained.append(r)
+        rows.append({"seed": s, "p": p, "members": m, **row_metrics(r)})
     big, lo, hi = max(cfg.lldmask_members), min(cfg.lldmask_p), max(cfg.lldmask_p)
     n_test = _n_test(trained)
 

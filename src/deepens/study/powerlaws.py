@@ -30,11 +30,16 @@ def _pool(cfg: StudyConfig, ctx) -> dict[int, dict]:
     from ..training import predict_logits
 
     extra = {"num_samples": cfg.pool_num_samples} if cfg.pool_dataset == "mnist1d" else {"num_samples": None}
+
+    def options(i, w):
+        return dict(dataset=cfg.pool_dataset, model="mlp", widths=[w, w], ensemble="deep", members=cfg.pool_size,
+                    epochs=cfg.pool_epochs, batch_size=128, lr=cfg.pool_lr, schedule="cosine",
+                    weight_decay=cfg.pool_weight_decay, seed=cfg.seed + 101 * (i + 1), **extra)
+
+    ctx.prefetch([options(i, w) for i, w in enumerate(cfg.pool_widths)])
     pools = {}
     for i, w in enumerate(cfg.pool_widths):
-        r = ctx.train(dataset=cfg.pool_dataset, model="mlp", widths=[w, w], ensemble="deep", members=cfg.pool_size,
-                      epochs=cfg.pool_epochs, batch_size=128, lr=cfg.pool_lr, schedule="cosine",
-                      weight_decay=cfg.pool_weight_decay, seed=cfg.seed + 101 * (i + 1), **extra)
+        r = ctx.train(**options(i, w))
         if r.run_dir is not None and (Path(r.run_dir) / "logits.safetensors").exists():
             stored = RunDir(r.run_dir).read_logits()
             logits, labels = stored["test.logits"], stored["test.labels"]

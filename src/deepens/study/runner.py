@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -31,14 +32,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import DeepensError
+from ..errors import DeepensError, check_int
 from ..io import atomic_write_json, atomic_write_text
 from ..runs.rundir import jsonable
 from .claims import evaluate
 from .config import StudyConfig
 from .parts import PARTS, part_names
 
-__all__ = ["run_study", "StudyContext", "software_versions", "load_study"]
+__all__ = ["run_study", "StudyContext", "software_versions", "load_study", "default_workers", "TRAIN_THREADS"]
 
 
 def software_versions() -> dict:
@@ -53,20 +54,40 @@ def software_versions() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+TRAIN_THREADS = 1
+"""Torch threads of every study training, in this process or in a worker: a training's numbers depend on the
+thread count (the blocking of CPU kernels), so one fixed count makes them independent of the machine's cores
+and of ``workers``; parallelism comes from training several networks at once."""
+
+
+def default_workers(device: str = "cpu") -> int:
+    """Worker processes for the study's trainings: one per usable core on a CPU (at most 8), one on a GPU."""
+    if device != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
 class StudyContext:
     """What a part uses: ``train(**options)`` (one training of the reference setup with the given options,
-    through the study's store when it has one), ``seed(s)`` (the training seed of the s-th seed),
-    ``data(flatten)`` and ``tick()`` (one progress unit)."""
+    through the study's store when it has one), ``prefetch([options, ...])`` (train those in parallel first,
+    when the study has worker processes), ``seed(s)`` (the training seed of the s-th seed), ``data(flatten)``
+    and ``tick()`` (one progress unit)."""
 
-    def __init__(self, config: StudyConfig, tick: Callable[[], None], store=None, owner=None):
+    def __init__(self, config: StudyConfig, tick: Callable[[], None], store=None, owner=None, executor=None):
         self.config = config
         self._tick = tick
         self._data: dict = {}
+        self._prefetched: set[str] = set()
         self.trainings = 0
         self.from_store = 0
         self.diverged: list[dict] = []
         self.store = store
         self.owner = owner
+        self.executor = executor
         if store is not None and owner is None:
             from ..sweeps.store import Owner
 
@@ -89,43 +110,82 @@ class StudyContext:
         return TrainConfig(**base)
 
     def train(self, **options):
+        from ..sweeps.executors import torch_threads
         from ..training import Trainer
 
+        prefetched = False
         try:
             if self.store is not None:
-                return self._train_in_store(self.train_config(**options), options)
-            return Trainer(self.train_config(**options), progress=False).fit()
+                result, prefetched = self._train_in_store(self.train_config(**options), options)
+                return result
+            with torch_threads(TRAIN_THREADS):
+                return Trainer(self.train_config(**options), progress=False).fit()
         finally:
             self.trainings += 1
+            if not prefetched:  # a prefetched training ticked when it finished
+                self._tick()
+
+    @staticmethod
+    def _label(options: dict) -> str:
+        return " ".join(f"{k}={v}" for k, v in options.items())
+
+    def prefetch(self, option_sets: list[dict]) -> None:
+        """Train the trainings ``option_sets`` name on the study's worker processes, several at once, before a
+        part's loop asks for them one by one (then loaded from the store). Without workers, nothing happens
+        here and :meth:`train` trains each in turn: the numbers are the same either way."""
+        if self.executor is None or self.store is None:
+            return
+        from ..sweeps.runner import drive
+
+        store, owner = self.store, self.owner
+        queue = list(dict.fromkeys(store.add_task(self.train_config(**o).to_dict(), sweep="study",
+                                                  label=self._label(o)) for o in option_sets))
+        queue = [tid for tid in queue if store.task(tid).status not in ("done", "failed")]
+
+        def claim(_inflight):
+            while queue:
+                task = store.claim(owner, task=queue.pop(0), max_retries=0, executor="study")
+                if task is not None:  # None: finished meanwhile, or a live process trains it
+                    return task
+            return None
+
+        def done(task, _outcome):
+            self._prefetched.add(task.id)
             self._tick()
 
+        drive(store, owner, self.executor, claim, done)
+
     def _train_in_store(self, config, options: dict):
-        """One training through a sweep store: a task done earlier (by the study or by a sweep with the same
-        options) is loaded from its run directory; otherwise it is claimed, trained into the store and
-        recorded. A training that diverged before is not tried again: its stored error is raised."""
-        from ..sweeps.executors import result_summary, train_run
+        """One training through a sweep store: a task done earlier (by the study, a prefetch or a sweep with the
+        same options) is loaded from its run directory; otherwise it is claimed, trained into the store and
+        recorded. A training that diverged before is not tried again: its stored error is raised. Returns the
+        result and whether this study's prefetch trained it."""
+        from ..sweeps.executors import result_summary, torch_threads, train_run
         from ..training import DivergenceError, Trainer
 
         store, owner = self.store, self.owner
-        label = " ".join(f"{k}={v}" for k, v in options.items())
-        tid = store.add_task(config.to_dict(), sweep="study", label=label)
+        tid = store.add_task(config.to_dict(), sweep="study", label=self._label(options))
         run_dir = store.run_dir(tid)
+        prefetched = tid in self._prefetched
         while True:
             record = store.task(tid)
             if record.status == "done":
-                self.from_store += 1
-                return Trainer(config, run_dir, progress=False).fit(resume=True)
+                self.from_store += not prefetched
+                return Trainer(config, run_dir, progress=False).fit(resume=True), prefetched
             if record.status == "failed":
                 error = record.error or "failed"
                 kind, _, message = error.partition(": ")
-                raise DivergenceError(message) if kind == "DivergenceError" else DeepensError(f"task {tid}: {error}")
+                if kind == "DivergenceError":
+                    raise DivergenceError(message)
+                raise DeepensError(f"task {tid}: {error}")
             claimed = store.claim(owner, task=tid, max_retries=0, executor="study")
             if claimed is not None:
                 break
             time.sleep(1.0)  # another live process is training it: wait for its outcome
         started = time.perf_counter()
         try:
-            result = train_run(config, run_dir, claimed.keep_checkpoints)
+            with torch_threads(int(claimed.resources.get("cpus", TRAIN_THREADS))):
+                result = train_run(config, run_dir, claimed.keep_checkpoints)
         except DivergenceError as exc:
             store.fail(tid, f"DivergenceError: {exc}", wall=time.perf_counter() - started)
             raise
@@ -133,7 +193,7 @@ class StudyContext:
             store.release(tid, owner)
             raise
         store.finish(tid, result=result_summary(result.metrics), wall=time.perf_counter() - started)
-        return result
+        return result, False
 
     def try_train(self, **options):
         """Like :meth:`train`, but a diverging training returns None (and is listed in ``diverged``)."""
@@ -214,6 +274,7 @@ def run_study(
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
     store=None,
+    workers: int = 1,
 ) -> dict:
     """Run the selected parts of the study into ``out`` and write results.json, CSV tables, figures and
     report.html / report.md. ``paper`` selects papers (``ee``, ``ce``, ``eqe``, ``pl``; default all) and
@@ -224,10 +285,14 @@ def run_study(
     claims are evaluated on its measured numbers (:func:`deepens.study.claims.evaluate`) and results.json and
     the reports are rewritten. Trainings go through a sweep store — ``store`` (a store or its folder, shared with
     sweeps and other studies) or ``out/store`` — so trainings done earlier with the same options are loaded,
-    not trained again, and a study killed mid-part loses at most the training in flight."""
+    not trained again, and a study killed mid-part loses at most the training in flight. With ``workers`` > 1
+    the trainings of a part run in that many worker processes at once (:func:`default_workers` picks one per
+    core); every training uses one torch thread, so the numbers do not depend on ``workers``."""
+    from ..sweeps.executors import LocalExecutor
     from ..sweeps.store import Owner, Store
 
     config = config.validate()
+    workers = check_int("workers", workers, minimum=1)
     out = Path(out)
     names = part_names(only, paper)
     if out.exists() and not out.is_dir():
@@ -240,7 +305,7 @@ def run_study(
         (out / sub).mkdir(parents=True, exist_ok=True)
     store = store if isinstance(store, Store) else Store(out / "store" if store is None else store, create=True)
     owner = Owner.me()
-    versions = software_versions()
+    versions = {**software_versions(), "workers": workers, "training_threads": TRAIN_THREADS}
     declared = [{"part": n, **c.declaration()} for n in names for c in PARTS[n].claims]
     previous = json.loads(_state_path(out).read_text()).get("declared", []) if _state_path(out).exists() else []
     keep = [d for d in previous if d["part"] not in names]  # declarations of parts not run this time stay
@@ -269,11 +334,12 @@ def run_study(
     from ..sweeps.runner import HEARTBEAT_SECONDS, Heartbeat
 
     beat = Heartbeat(store, owner, HEARTBEAT_SECONDS)
+    executor = LocalExecutor(workers) if workers > 1 else None
     try:
         for i, name in enumerate(todo, 1):
             part = PARTS[name]
             bar.set_description(f"study [{i}/{len(todo)}] {part.paper}.{name}")
-            ctx = StudyContext(config, lambda: bar.update(1), store, owner)
+            ctx = StudyContext(config, lambda: bar.update(1), store, owner, executor)
             started = time.perf_counter()
             with torch.random.fork_rng():
                 torch.manual_seed(config.seed)
@@ -300,5 +366,7 @@ def run_study(
     finally:
         bar.close()
         beat.stop()
+        if executor is not None:
+            executor.close()
     study = _publish(out)
     return {**study, "report": str(out / "report.html"), "skipped": skipped, "ran": todo}

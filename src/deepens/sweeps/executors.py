@@ -15,6 +15,7 @@ file system) and otherwise in a local temporary folder whose finished run direct
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from ..errors import DeepensError
 
-__all__ = ["train_task", "Outcome", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS"]
+__all__ = ["train_task", "torch_threads", "Outcome", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS"]
 
 EXECUTORS = ("local", "ray")
 
@@ -75,25 +76,34 @@ def train_run(config, run_dir: str | Path, keep_checkpoints: bool = False):
     return result
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Run the block with ``threads`` torch intra-op threads, then restore the previous number: a training's
+    numbers depend on it (the blocking of CPU kernels), so every executor trains a task with the same."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train_task(config: dict, run_dir: str, threads: int = 1, keep_checkpoints: bool = False) -> Outcome:
     """Train one task into ``run_dir`` (resuming it if it was interrupted) with ``threads`` torch threads.
     Never raises: an error comes back as ``Outcome(ok=False, error=...)``."""
-    import torch
-
     started = time.perf_counter()
-    previous = torch.get_num_threads()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
-        torch.set_num_threads(int(threads))
-        result = train_run(config, run_dir, keep_checkpoints)
+        with torch_threads(threads):
+            result = train_run(config, run_dir, keep_checkpoints)
         return Outcome(True, result_summary(result.metrics), wall=time.perf_counter() - started, worker=worker)
     except Exception as exc:  # noqa: BLE001 - any failure of a task is recorded, not raised
         error = f"{type(exc).__name__}: {exc}"  # bad input or divergence: the message says it all
         if not isinstance(exc, DeepensError):
             error += "\n" + "".join(traceback.format_exception(exc)[-6:])
         return Outcome(False, error=error, wall=time.perf_counter() - started, worker=worker)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _watch_parent(parent: int) -> None:

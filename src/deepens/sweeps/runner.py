@@ -17,7 +17,7 @@ from .executors import check_executor, make_executor
 from .spec import SweepSpec, load_spec
 from .store import LEASE_SECONDS, Owner, Store
 
-__all__ = ["run_sweep", "HEARTBEAT_SECONDS"]
+__all__ = ["run_sweep", "drive", "HEARTBEAT_SECONDS"]
 
 HEARTBEAT_SECONDS = 15.0
 
@@ -40,6 +40,39 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def drive(store: Store, owner: Owner, runner, claim: Callable[[dict], object | None],
+          on_outcome: Callable[[object, object], None]) -> None:
+    """Keep ``runner`` (an executor) busy with the tasks ``claim(inflight)`` hands out (None: no more now) until
+    none is left in flight; record every outcome in ``store`` (finished or failed) and pass it to
+    ``on_outcome(task, outcome)``. Interrupted, the claims in flight go back to the store (their checkpoints
+    stay). The loop of ``deepens sweep run`` and of the study's parallel trainings."""
+    inflight: dict = {}
+    try:
+        while True:
+            while len(inflight) < runner.capacity():
+                task = claim(inflight)
+                if task is None:
+                    break
+                inflight[task.id] = task
+                runner.submit(task, store.run_dir(task.id))
+            if not inflight:
+                return
+            for task, outcome in runner.wait():
+                del inflight[task.id]
+                if outcome.ok:
+                    try:
+                        store.finish(task.id, result=outcome.result, wall=outcome.wall, worker=outcome.worker)
+                    except DeepensError as exc:  # e.g. a run directory sent back that could not be installed
+                        outcome.ok, outcome.error = False, str(exc)
+                if not outcome.ok:
+                    store.fail(task.id, outcome.error or "unknown error", wall=outcome.wall)
+                on_outcome(task, outcome)
+    except BaseException:
+        for tid in list(inflight):
+            store.release(tid, owner)
+        raise
 
 
 def run_sweep(
@@ -78,38 +111,22 @@ def run_sweep(
     owner = Owner.me()
     beat = Heartbeat(store, owner, min(HEARTBEAT_SECONDS, max(lease / 4, 0.05)))
     started = time.perf_counter()
-    trained, failed_now, inflight = [], [], {}
+    trained, failed_now = [], []
     bar = tqdm(total=len(spec.tasks) - before["done"], desc=f"sweep {spec.name}", unit="task",
                disable=None if progress is None else not progress, dynamic_ncols=True)
+
+    def on_outcome(task, outcome) -> None:
+        if outcome.ok:
+            trained.append(task.id)
+            bar.update(1)
+        else:
+            failed_now.append({"id": task.id, "label": task.label, "error": outcome.error})
+            say(f"task {task.id} ({task.label}) failed (attempt {task.attempts}): "
+                f"{(outcome.error or '').splitlines()[0]}")
+
     try:
-        while True:
-            while len(inflight) < runner.capacity():
-                task = store.claim(owner, sweep=spec.name, max_retries=retries, exclude=inflight, executor=executor)
-                if task is None:
-                    break
-                inflight[task.id] = task
-                runner.submit(task, store.run_dir(task.id))
-            if not inflight:
-                break
-            for task, outcome in runner.wait():
-                del inflight[task.id]
-                if outcome.ok:
-                    try:
-                        store.finish(task.id, result=outcome.result, wall=outcome.wall, worker=outcome.worker)
-                    except DeepensError as exc:  # e.g. a run directory sent back that could not be installed
-                        outcome.ok, outcome.error = False, str(exc)
-                if outcome.ok:
-                    trained.append(task.id)
-                    bar.update(1)
-                else:
-                    store.fail(task.id, outcome.error or "unknown error", wall=outcome.wall)
-                    failed_now.append({"id": task.id, "label": task.label, "error": outcome.error})
-                    say(f"task {task.id} ({task.label}) failed (attempt {task.attempts}): "
-                        f"{(outcome.error or '').splitlines()[0]}")
-    except BaseException:
-        for tid in list(inflight):  # interrupted: the claims go back, checkpoints stay
-            store.release(tid, owner)
-        raise
+        drive(store, owner, runner, lambda inflight: store.claim(owner, sweep=spec.name, max_retries=retries,
+                                                                 exclude=inflight, executor=executor), on_outcome)
     finally:
         bar.close()
         beat.stop()

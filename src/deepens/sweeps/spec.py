@@ -54,20 +54,13 @@ __all__ = ["SweepSpec", "Task", "load_spec", "task_id", "canonical_config", "chu
 SPLITTABLE = ("deep", "vectorized")
 SPEC_KEYS = ("name", "base", "grid", "list", "members_per_task", "resources", "max_retries", "keep_checkpoints")
 OPTIONS = tuple(f.name for f in fields(TrainConfig))
-_FLOAT_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.type in ("float", "float | None") and f.name != "val")
 
 
 def canonical_config(config: TrainConfig | dict) -> dict:
-    """The validated training configuration as a plain dict, with ``data_seed`` equal to ``seed`` written as
-    None (the same split) so that equal trainings have equal dicts."""
+    """The validated training configuration as a plain dict in its canonical form
+    (:meth:`TrainConfig.canonical`), so that equal trainings have equal dicts."""
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
-    data = TrainConfig.from_dict(cfg.to_dict()).validate().to_dict()
-    if data.get("data_seed") == data["seed"]:
-        data["data_seed"] = None
-    for name in _FLOAT_OPTIONS:  # width: 1 and width: 1.0 are one training
-        if isinstance(data.get(name), int) and not isinstance(data[name], bool):
-            data[name] = float(data[name])
-    return data
+    return cfg.canonical()
 
 
 def task_id(config: TrainConfig | dict) -> str:

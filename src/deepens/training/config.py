@@ -196,6 +196,19 @@ class TrainConfig:
             return float(g(self.members))
         return float(g)
 
+    def canonical(self) -> dict:
+        """The validated options as a plain dict with one spelling per training: ``data_seed`` equal to ``seed``
+        as None (the same split), integral floats (``width: 1``) as floats."""
+        data = TrainConfig.from_dict(self.to_dict()).validate().to_dict()
+        if data.get("data_seed") == data["seed"]:
+            data["data_seed"] = None
+        for f in fields(self):
+            if f.type in ("float", "float | None") and f.name != "val":
+                value = data.get(f.name)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    data[f.name] = float(value)
+        return data
+
     def to_dict(self) -> dict:
         data = asdict(self)
         if callable(self.gamma):

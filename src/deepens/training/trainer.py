@@ -321,7 +321,7 @@ class Trainer:
 
     def _check_same_config(self, stored: TrainConfig) -> None:
         free = RESUMABLE_CHANGES
-        mine, theirs = self.config.to_dict(), stored.to_dict()
+        mine, theirs = self.config.canonical(), stored.canonical()  # equal trainings spelled differently pass
         diff = [k for k in mine if k not in free and mine[k] != theirs.get(k)]
         if diff:
             details = ", ".join(f"{k} (run: {theirs.get(k)!r}, given: {mine[k]!r})" for k in diff)
