@@ -56,6 +56,34 @@ def _diff(a, b):
     return None if a is None or b is None else a - b
 
 
+def _against_members(ax, titles) -> None:
+    """Ensemble size M on a log₂ x axis, one title per panel."""
+    for a, title in zip(ax, titles, strict=True):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("ensemble size M")
+        a.set_title(title, fontsize=10)
+
+
+_CURVES = (("accuracy", "ensemble test accuracy"), ("member_accuracy", "mean member test accuracy"),
+           ("correlation", "member correlation"))
+
+
+def _curves_plot(rows: list[dict], key: str, label, path: Path, colormap: str | None = None,
+                 first_title: str = "ensemble test accuracy") -> list[Path]:
+    """Ensemble accuracy, member accuracy and member correlation (mean ± std over seeds) against M, one curve per
+    value of ``key`` labelled ``label(value)``."""
+    fig, ax = axes(3)
+    values = list(dict.fromkeys(r[key] for r in rows))
+    cmap = pyplot().get_cmap(colormap) if colormap else None
+    for i, value in enumerate(values):
+        pts = sorted((r for r in rows if r[key] == value), key=lambda r: r["members"])
+        color = {} if cmap is None else {"color": cmap(i / max(1, len(values) - 1))}
+        for a, (metric, _) in zip(ax, _CURVES, strict=True):
+            errorbar(a, pts, "members", metric, label=label(value) if a is ax[0] else None, fmt="o-", ms=4, **color)
+    _against_members(ax, [first_title] + [t for _, t in _CURVES[1:]])
+    return [finish(fig, ax, path)]
+
+
 # --------------------------------------------------------------------------------------------------
 # Regime transition (EE Fig. 2, Theorems 1–2)
 
@@ -154,10 +182,7 @@ def _regime_plot(record: dict, folder: Path) -> list[Path]:
         for a, (key, _) in zip(ax, keys, strict=True):
             errorbar(a, pts, "members", key, label=label if a is ax[0] else None, fmt="o-",
                      color=cmap(i / max(1, len(ps) - 1)), ms=4)
-    for a, (_, title) in zip(ax, keys, strict=True):
-        a.set_xscale("log", base=2)
-        a.set_xlabel("ensemble size M")
-        a.set_title(title, fontsize=10)
+    _against_members(ax, [title for _, title in keys])
     return [finish(fig, ax, folder / "regime.png")]
 
 
@@ -288,11 +313,7 @@ def _width_plot(record: dict, folder: Path) -> list[Path]:
                 errorbar(a, pts, "members", key, label=label if a is ax[0] else None, fmt=style, color=color, ms=4)
             pts = ok(pts)
             ax[3].plot([r["params"] for r in pts], [r["accuracy"] for r in pts], style, color=color, ms=4)
-    for a, title in zip(ax[:3], ("ensemble test accuracy", "mean member test accuracy", "member correlation"),
-                        strict=True):
-        a.set_xscale("log", base=2)
-        a.set_xlabel("ensemble size M")
-        a.set_title(title, fontsize=10)
+    _against_members(ax[:3], [t for _, t in _CURVES])
     ax[3].set_xscale("log")
     ax[3].set_xlabel("parameters")
     ax[3].set_title("accuracy against parameters (BE ●, DE ■)", fontsize=10)
@@ -593,18 +614,7 @@ def _mcd_run(cfg: StudyConfig, ctx) -> dict:
 
 
 def _mcd_plot(record: dict, folder: Path) -> list[Path]:
-    rows = record["results"]["mean"]
-    fig, ax = axes(3)
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        pts = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["members"])
-        for a, key in zip(ax, ("accuracy", "member_accuracy", "correlation"), strict=True):
-            errorbar(a, pts, "members", key, label=arm if a is ax[0] else None, fmt="o-", ms=4)
-    for a, title in zip(ax, ("ensemble test accuracy", "mean member test accuracy", "member correlation"),
-                        strict=True):
-        a.set_xscale("log", base=2)
-        a.set_xlabel("ensemble size M")
-        a.set_title(title, fontsize=10)
-    return [finish(fig, ax, folder / "mcdropout.png")]
+    return _curves_plot(record["results"]["mean"], "arm", str, folder / "mcdropout.png")
 
 
 _MCD_LABELS = {"corr_gap": "correlation: resampled shifted − fixed centred masks, largest M",
@@ -1113,21 +1123,8 @@ def _lldmask_run(cfg: StudyConfig, ctx) -> dict:
 
 
 def _lldmask_plot(record: dict, folder: Path) -> list[Path]:
-    rows = record["results"]["mean"]
-    fig, ax = axes(3)
-    cmap = pyplot().get_cmap("viridis")
-    ps = sorted({r["p"] for r in rows})
-    for i, p in enumerate(ps):
-        pts = sorted((r for r in rows if r["p"] == p), key=lambda r: r["members"])
-        for a, key in zip(ax, ("accuracy", "member_accuracy", "correlation"), strict=True):
-            errorbar(a, pts, "members", key, label=f"p = {p:g}" if a is ax[0] else None, fmt="o-", ms=4,
-                     color=cmap(i / max(1, len(ps) - 1)))
-    for a, title in zip(ax, ("LLD ensemble test accuracy", "mean member test accuracy", "member correlation"),
-                        strict=True):
-        a.set_xscale("log", base=2)
-        a.set_xlabel("ensemble size M")
-        a.set_title(title, fontsize=10)
-    return [finish(fig, ax, folder / "lldmask.png")]
+    return _curves_plot(record["results"]["mean"], "p", lambda p: f"p = {p:g}", folder / "lldmask.png", "viridis",
+                        "LLD ensemble test accuracy")
 
 
 _LLDMASK_LABELS = {"corr_rise": "correlation at the largest p − at the smallest p, largest M",

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from ..ensembles import DeepEnsemble
 from ..errors import DeepensError
-from ..io.figures import pyplot, save_png
+from ..io.figures import pyplot
 from ..kernels.analytic import Network
 from ..models import MLP, ConvNet
 from ..symmetry.actions import ImageRotation, LatticeRotation, Symmetry, VectorRotation, border_value, pad_for_rotation
@@ -42,7 +42,7 @@ from ..symmetry.groups import ROTATION_GROUPS, SO2, SO3, CyclicGroup
 from ..symmetry.metrics import ensemble_orbit_metrics, orbit_outputs
 from ..symmetry.theory import InfiniteWidthEnsemble
 from .claims import Claim, Test, measure
-from .common import Part, fmt, spearman
+from .common import Part, finish, fmt, spearman
 from .config import StudyConfig
 
 __all__ = ["PARTS", "ising_energies", "digit_images"]
@@ -234,11 +234,7 @@ def _ising_plot(record: dict, folder: Path) -> list[Path]:
         ax.set_yscale("log")
         ax.set_xlabel("ensemble size")
         ax.set_title(f"{title}, width {widths[-1]}", fontsize=10)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return [save_png(fig, folder / "ising.png")]
+    return [finish(fig, axes, folder / "ising.png")]
 
 
 ISING_CLAIMS = (
@@ -364,10 +360,7 @@ def _cross_plot(record: dict, folder: Path) -> list[Path]:
     ax.set_xlabel("order of the augmenting rotation group")
     ax.set_ylabel("equivariance error under random SO(3)")
     ax.set_title("cross product x × y", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return [save_png(fig, folder / "crossproduct.png")]
+    return [finish(fig, [ax], folder / "crossproduct.png")]
 
 
 CROSS_CLAIMS = (
@@ -540,10 +533,7 @@ def _digits_plot(record: dict, folder: Path) -> list[Path]:
         ax.set_xlabel("training step")
         ax.set_ylabel("OSP")
         ax.set_title(_SET_LABEL.get(name, name), fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return [save_png(fig, folder / "digits.png")]
+    return [finish(fig, axes[0], folder / "digits.png")]
 
 
 DIGITS_CLAIMS = (
@@ -627,10 +617,7 @@ def _so2_plot(record: dict, folder: Path) -> list[Path]:
     ax.set_xlabel("random rotations of each image per step")
     ax.set_ylabel("fraction of rotations with the same prediction")
     ax.set_title("SO(2): sampled augmentation", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return [save_png(fig, folder / "so2.png")]
+    return [finish(fig, [ax], folder / "so2.png")]
 
 
 SO2_CLAIMS = (
