@@ -38,13 +38,15 @@ def main(argv=None) -> int:
     parser.add_argument("--from", dest="source", default=str(ROOT / "runs" / "study"), help="the study folder")
     parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=True,
                         help="also rewrite the README's verdict table (default yes)")
+    parser.add_argument("--name", default="study",
+                        help="write docs/NAME.md and docs/figures/NAME/ (default study; e.g. study-full)")
     args = parser.parse_args(argv)
     source = Path(args.source)
     study = load_study(source)
     missing = [n for n in PARTS if n not in study["parts"]]
     if missing:
         print(f"warning: the study has not run {', '.join(missing)}", file=sys.stderr)
-    figures = DOCS / "figures" / "study"
+    figures = DOCS / "figures" / args.name
     shutil.rmtree(figures, ignore_errors=True)
     figures.mkdir(parents=True)
     for p in study["parts"].values():
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
             shutil.copyfile(source / f, figures / Path(f).name)
     c, v = study["config"], study["versions"]
     text = render_markdown(study, figure_prefix="")
-    text = text.replace("](figures/", "](figures/study/")
+    text = text.replace("](figures/", f"](figures/{args.name}/")
     workers = f"{v['workers']} worker processes of {v['training_threads']} thread each for the trainings, " \
         if "workers" in v else ""
     header = (f"Written by `scripts/study_docs.py` from `deepens study --preset {c['preset']}` (seed {c['seed']}, "
@@ -60,8 +62,8 @@ def main(argv=None) -> int:
               f"torch {v['torch']}. Every number below is in that run's results.json and CSV tables.\n\n"
               "## Run time per part\n\n" + _times(study) + "\n")
     text = text.replace("\n## Verdicts\n", "\n" + header + "\n## Verdicts\n", 1)
-    atomic_write_text(DOCS / "study.md", text)
-    print(f"wrote {DOCS / 'study.md'}")
+    atomic_write_text(DOCS / f"{args.name}.md", text)
+    print(f"wrote {DOCS / f'{args.name}.md'}")
     if args.readme:
         readme = ROOT / "README.md"
         body = readme.read_text()

@@ -365,9 +365,9 @@ def _primaldual_run(cfg: StudyConfig, ctx) -> dict:
     def primal_corr(s):
         return spearman([r["errors"][s] for r in primal], [r["variance"] for r in primal])
 
-    def dual_gap(s):
+    def dual_gap(s):  # rounded: two error rates k/N differ by a multiple of 1/N, not by float noise
         small = min(dual, key=lambda r: r["params"])
-        return None if base is None else small["errors"][s] - base["errors"][s]
+        return None if base is None else round(small["errors"][s] - base["errors"][s], 12)
 
     data = ctx.data(flatten=True, dataset=cfg.primaldual_dataset, model="mlp", **extra)
     net = Network.mlp(5, "relu", 2**0.5)

@@ -201,7 +201,7 @@ class StudyConfig:
                        gradnorm_draws=64, constancy_widths=[64, 256, 1024, 4096], constancy_steps=200,
                        ablation_members=8, interaction_widths=[32, 64, 128, 256, 512], interaction_members=15,
                        lldmask_p=[0.0, 0.3, 0.6, 0.9], lldmask_members=[1, 2, 4, 8, 16, 32, 64], lldmask_lr=0.002,
-                       alpha_draws=2000, variance_draws=20000, variance_m=[1, 2, 4, 8, 16], nmk_draws=2000,
+                       alpha_draws=2000, variance_draws=4000, variance_m=[1, 2, 4, 8, 16], nmk_draws=2000,
                        design_draws=2000,
                        primaldual_widths=[8, 12, 16, 24, 32, 48, 64, 100, 200], primaldual_epochs=70,
                        primaldual_members=5,
