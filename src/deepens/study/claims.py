@@ -192,7 +192,7 @@ def evaluate(claim: Claim, measured: Mapping[str, Mapping], scale: Mapping | Non
     failed = [t for t in _tests(claim.identifiable) if not t.holds(used[t.quantity])]
     if failed:
         record.update(verdict="not identifiable", reason="resolution not reached: " + " and ".join(
-            t.describe(claim.labels) + f" fails ({_value(used[t.quantity])})" for t in failed))
+            t.describe(claim.labels) + f" fails ({measured_text(used[t.quantity])})" for t in failed))
         return record
     if all(t.holds(used[t.quantity]) for t in _tests(claim.criterion)):
         record.update(verdict="reproduced", reason=f"{claim.describe('criterion')} holds")
@@ -200,16 +200,12 @@ def evaluate(claim: Claim, measured: Mapping[str, Mapping], scale: Mapping | Non
         record.update(verdict="partly", reason=f"{claim.describe('criterion')} fails; the weaker "
                                                f"{claim.describe('weaker')} holds")
     else:
-        why = " and ".join(t.describe(claim.labels) + f" fails ({_value(used[t.quantity])})"
+        why = " and ".join(t.describe(claim.labels) + f" fails ({measured_text(used[t.quantity])})"
                            for t in _tests(claim.criterion) if not t.holds(used[t.quantity]))
         if _tests(claim.weaker):
             why += "; so does the weaker " + claim.describe("weaker")
         record.update(verdict="not reproduced", reason=why)
     return record
-
-
-def _value(m: Mapping) -> str:
-    return measured_text(m)
 
 
 def claim_sentence(record: Mapping) -> str:

@@ -30,17 +30,13 @@ def _primaldual_family(cfg: StudyConfig):
 # --------------------------------------------------------------------------------------------------
 # Algorithm 1: α (CE Eq. 9)
 
-def _fit(cfg: StudyConfig, family, widths, draws: int, seed: int):
+def _alpha_run(cfg: StudyConfig, ctx) -> dict:
     from ..design import fit_alpha
 
-    return fit_alpha(family, widths, draws=draws, seed=seed)
-
-
-def _alpha_run(cfg: StudyConfig, ctx) -> dict:
     family = _primaldual_family(cfg)
     fits = []
     for s in range(cfg.seeds):
-        fits.append(_fit(cfg, family, cfg.alpha_widths, cfg.alpha_draws, ctx.seed(s)).to_dict())
+        fits.append(fit_alpha(family, cfg.alpha_widths, draws=cfg.alpha_draws, seed=ctx.seed(s)).to_dict())
         ctx.tick()
     measured = {"alpha": measure([f["alpha"] for f in fits]), "r2": measure([f["r2"] for f in fits])}
     local = [[p["local_alpha"] for p in f["points"]] for f in fits]
@@ -243,13 +239,13 @@ PAPER_RESNEXT_ALPHA = 1.60
 
 
 def _design_run(cfg: StudyConfig, ctx) -> dict:
-    from ..design import MLPFamily, ResNeXt29Family, alpha_interval_for_width, collegial_design
+    from ..design import MLPFamily, ResNeXt29Family, alpha_interval_for_width, collegial_design, fit_alpha
 
     fam = MLPFamily(784, 10, 6)
     lo, hi = alpha_interval_for_width(fam, 500, 48)
     fits = []
     for s in range(cfg.seeds):
-        fit = _fit(cfg, fam, cfg.design_widths, cfg.design_draws, ctx.seed(s))
+        fit = fit_alpha(fam, cfg.design_widths, draws=cfg.design_draws, seed=ctx.seed(s))
         p = collegial_design(fam, 500, fit.alpha)
         d = collegial_design(fam, 500, fit.alpha, objective="dual")
         fits.append({"seed": s, "alpha": fit.alpha, "alpha_stderr": fit.stderr,
@@ -324,11 +320,12 @@ DESIGN_CLAIMS = (
 # Primal and dual curves, trained (CE Fig. 4)
 
 def _primaldual_run(cfg: StudyConfig, ctx) -> dict:
+    from ..design import fit_alpha
     from ..kernels import Network, infinite_width_kernels, kernel_predict
     from ..training import predict_logits
 
     family = _primaldual_family(cfg)
-    fits = [_fit(cfg, family, cfg.alpha_widths, cfg.alpha_draws, ctx.seed(s)) for s in range(cfg.seeds)]
+    fits = [fit_alpha(family, cfg.alpha_widths, draws=cfg.alpha_draws, seed=ctx.seed(s)) for s in range(cfg.seeds)]
     alpha = float(np.mean([f.alpha for f in fits]))
     baseline = cfg.primaldual_baseline
     budget = family.parameters(1, baseline)

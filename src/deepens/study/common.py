@@ -13,8 +13,8 @@ from ..io.figures import pyplot, save_png
 from .claims import Claim, measure
 from .config import StudyConfig
 
-__all__ = ["Part", "finite", "fmt", "row_metrics", "ok", "axes", "finish", "aggregate", "slope", "spearman",
-           "per_seed", "METRICS", "measure"]
+__all__ = ["Part", "finite", "fmt", "row_metrics", "ok", "axes", "finish", "errorbar", "aggregate", "slope",
+           "spearman", "per_seed", "METRICS"]
 
 
 @dataclass(frozen=True)
