@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import deepens as d
-from deepens.kernels import Moments, Network, ensemble_ntk, infinite_width_kernels, regime
+from deepens.kernels import Modulate, Moments, Network, ensemble_ntk, infinite_width_kernels, regime
 from deepens.kernels.duals import ErfDual, QuadratureDual, ReluDual, dual_for, v_rule
 
 RNG = np.random.default_rng(0)
@@ -197,18 +197,23 @@ def test_frozen_modulations_have_no_individual_part_and_trainable_ones_do():
     assert np.all(np.diag(trainable.ntk_same_individual) > 0)
 
 
+def _with_u(net, index, dist):
+    """``net`` with the u of its ``index``-th modulated hidden layer replaced by ``dist``."""
+    where = [i for i, op in enumerate(net.ops) if isinstance(op, Modulate)][index]
+    net.ops[where] = Modulate(dist, net.ops[where].trainable)
+    return net
+
+
 def test_regime_verdicts():
     centred = regime(Network.mlp(4, "relu", u=d.Normal(0, 1), v=d.ShiftedNormal(0.5)))
     assert centred["verdict"] == "independent" and centred["ntk_ratio"] == 0
     shifted = regime(Network.mlp(4, "relu", u=d.ShiftedNormal(0.3), v=d.ShiftedNormal(0.0)))
     assert shifted["verdict"] == "collective" and shifted["ntk_ratio"] > 0 and shifted["nngp_ratio"] > 0
     # EE: a centred u at the last hidden layer alone is sufficient
-    last_only = Network.mlp(3, "relu", u=d.ShiftedNormal(0.5))
-    last_only.layers[-1].u = d.Normal(0, 1)
+    last_only = _with_u(Network.mlp(3, "relu", u=d.ShiftedNormal(0.5)), -1, d.Normal(0, 1))
     assert regime(last_only)["verdict"] == "independent"
     # ... and a centred u at an earlier layer is not
-    early_only = Network.mlp(3, "relu", u=d.ShiftedNormal(0.5))
-    early_only.layers[0].u = d.Normal(0, 1)
+    early_only = _with_u(Network.mlp(3, "relu", u=d.ShiftedNormal(0.5)), 0, d.Normal(0, 1))
     assert regime(early_only)["verdict"] == "collective"
     bias = Network.mlp(2, "relu", u=d.Normal(0, 1), readout_bias_std=0.1)
     r = regime(bias)

@@ -84,7 +84,7 @@ def run_kernel(args: argparse.Namespace) -> int:
     x2 = _load_inputs(args.inputs2) if args.inputs2 else None
     network = network_from_args(args)
     k = infinite_width_kernels(x1, x2, network, members=args.members, gamma=_gamma(args))
-    modulated = any(layer.u is not None or layer.v is not None for layer in network.layers)
+    modulated = network.modulated
     if args.members_kernel == "same":
         result = {"nngp": k.nngp_same, "ntk": k.ntk_same}
         if modulated:

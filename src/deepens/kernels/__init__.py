@@ -1,6 +1,7 @@
-"""Kernels: empirical ensemble NTKs (torch.func), analytic infinite-width kernels, regimes, predictions."""
+"""Kernels: empirical ensemble NTKs (torch.func), analytic infinite-width kernels of dense and convolutional
+networks (read from the trained module), regimes, predictions."""
 
-from .analytic import HiddenLayer, InfiniteWidthKernels, Network, infinite_width_kernels
+from .analytic import InfiniteWidthKernels, infinite_width_kernels, kernel_memory
 from .drift import kernel_drift
 from .duals import Moments, dual_for
 from .empirical import (
@@ -13,6 +14,8 @@ from .empirical import (
     loss_ntk,
     member_gradients,
 )
+from .montecarlo import MonteCarloKernels, monte_carlo_kernels
+from .network import Activation, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Modulate, Network
 from .predict import KernelPredictor, ensemble_mean_kernel, kernel_predict
 from .regime import regime
 
@@ -25,10 +28,19 @@ __all__ = [
     "gradient_cosines",
     "member_gradients",
     "gradient_cosine_vs_width",
-    "HiddenLayer",
     "Network",
+    "Dense",
+    "Conv",
+    "Activation",
+    "Modulate",
+    "AvgPool",
+    "GlobalAvgPool",
+    "Flatten",
     "InfiniteWidthKernels",
     "infinite_width_kernels",
+    "kernel_memory",
+    "MonteCarloKernels",
+    "monte_carlo_kernels",
     "Moments",
     "dual_for",
     "regime",

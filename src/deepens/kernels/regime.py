@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from torch import nn
 
-from ..errors import check_real
-from .analytic import Network, infinite_width_kernels
+from ..errors import DeepensError, check_real
+from .analytic import infinite_width_kernels
+from .network import Network
 
 __all__ = ["regime", "PROBE_INPUTS"]
 
@@ -21,15 +23,20 @@ __all__ = ["regime", "PROBE_INPUTS"]
 PROBE_INPUTS = np.array([[math.sqrt(2.0), 0.0], [math.sqrt(2.0) * 0.5, math.sqrt(2.0) * math.sqrt(0.75)]])
 
 
-def regime(network: Network, x: np.ndarray | None = None, *, members: int | None = None, gamma: float | str = "M",
-           tol: float = 1e-10) -> dict:
+def regime(network: Network | nn.Module, x: np.ndarray | None = None, *, members: int | None = None,
+           gamma: float | str = "M", tol: float = 1e-10) -> dict:
     """Verdict, per-layer same / cross values (mean |kernel| over input pairs) and cross/same ratios.
 
-    ``x`` are the probe inputs (default: two unit-norm inputs at 60°). A kernel counts as vanishing when
-    |cross| <= ``tol`` · |same|.
+    ``network``: a :class:`Network` or the ensemble module itself (read with ``Network.from_module``).
+    ``x`` are the probe inputs (default for dense networks: two unit-norm inputs at 60°; convolutional
+    networks need images). A kernel counts as vanishing when |cross| <= ``tol`` · |same|.
     """
     tol = check_real("tol", tol, low=0.0)
-    probe = PROBE_INPUTS if x is None else np.asarray(x, dtype=np.float64)
+    if isinstance(network, nn.Module):
+        network = Network.from_module(network)
+    if x is None and network.spatial_dims is not None:
+        raise DeepensError("x: a convolutional network's regime needs probe images (N, C, H, W) or (N, C, L)")
+    probe = PROBE_INPUTS if x is None else x
     k = infinite_width_kernels(probe, network=network, members=members, gamma=gamma)
     rows = []
     for row in k.layers:
@@ -40,7 +47,7 @@ def regime(network: Network, x: np.ndarray | None = None, *, members: int | None
         })
     out = rows[-1]
     independent = out["nngp_cross"] <= tol * out["nngp_same"] and out["ntk_cross"] <= tol * out["ntk_same"]
-    last = network.layers[-1].u
+    last = network.last_modulation()
     u_mean = 1.0 if last is None else last.first_moment
     if independent:
         reason = "the cross-member output covariance and NTK vanish"

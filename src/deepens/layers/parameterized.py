@@ -123,14 +123,17 @@ def _parameterized_conv(base: type[nn.Module], name: str, fan_in: str) -> type[n
             bias: bool = False,
             *,
             groups: int = 1,
+            dilation: int = 1,
+            padding_mode: str = "zeros",
             parameterization: str = "standard",
             weight_std: float = 1.0,
             bias_std: float = 0.0,
             init: str = "normal",
         ) -> None:
+            check_choice("padding_mode", padding_mode, ("zeros", "circular"))
             base.__init__(
                 self, in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias,
-                groups=groups,
+                groups=groups, dilation=dilation, padding_mode=padding_mode,
             )
             self._setup(parameterization, weight_std, bias_std, init)
 
@@ -138,7 +141,8 @@ def _parameterized_conv(base: type[nn.Module], name: str, fan_in: str) -> type[n
             return self._conv_forward(x, scaled_weight(self), scaled_bias(self))
 
     Conv.__name__ = Conv.__qualname__ = name
-    Conv.__doc__ = f"``nn.{name}`` in standard or NTK parameterization (fan_in = {fan_in})."
+    Conv.__doc__ = (f"``nn.{name}`` in standard or NTK parameterization (fan_in = {fan_in}); ``padding_mode`` "
+                    "``'zeros'`` or ``'circular'``.")
     return Conv
 
 
