@@ -116,3 +116,42 @@ def test_bad_input_one_line_exit_2(argv, word, tmp_path, cli):
 def test_help(command, cli):
     code, out, _ = cli([*command, "--help"])
     assert code == 0 and "usage" in out
+
+
+def test_kernel_and_regime_of_a_convnet_as_trained(tmp_path, cli):
+    """--model reads the kernels from the very ensemble deepens builds (a BatchEnsemble of the average-pooling
+    EE ConvNet on digits); --run from a trained run; a max-pooling ConvNet is refused in one line."""
+    from deepens.training.build import build_ensemble
+    from deepens.training.config import TrainConfig
+    from deepens.training.trainer import load_data, load_run
+
+    x = np.random.default_rng(1).normal(size=(3, 1, 8, 8))
+    np.save(tmp_path / "img.npy", x)
+    options = {"model": "convnet", "pool": "avg", "width": 0.0625, "ensemble": "batch", "members": 3,
+               "modulation": "u=shifted-normal:0.5,v=normal:0,1"}
+    code, out, err = cli(["ntk", "kernel", "--inputs", tmp_path / "img.npy", "--model", json.dumps(options), "--json"])
+    assert code == 0, err
+    config = TrainConfig.from_dict(options).validate()
+    model = build_ensemble(config, load_data(config, "cpu"))
+    ref = infinite_width_kernels(x, network=Network.from_module(model))
+    got = json.loads(out)
+    assert np.allclose(got["ntk"], ref.ntk_same, rtol=1e-12) and np.allclose(got["ntk_individual"],
+                                                                           ref.ntk_same_individual, rtol=1e-12)
+    code, out, err = cli(["ntk", "regime", "--model", json.dumps(options), "--json"])
+    assert code == 0 and json.loads(out)["verdict"] == "collective", err
+    code, out, err = cli(["ntk", "regime", "--model", json.dumps({**options, "modulation": "u=normal:0,1"}), "--json"])
+    assert json.loads(out)["verdict"] == "independent"
+    code, _, err = cli(["ntk", "kernel", "--inputs", tmp_path / "img.npy", "--model",
+                        json.dumps({**options, "pool": "max"})])
+    assert code == 2 and "max pooling" in err and len(err.strip().splitlines()) == 1
+    run = tmp_path / "run"
+    code, _, err = cli(["train", "--dataset", "digits", "--model", "convnet", "--pool", "avg", "--width", "0.0625",
+                        "--members", "2", "--ensemble", "deep", "--epochs", "1", "--out", run, "--json"])
+    assert code == 0, err
+    code, out, err = cli(["ntk", "kernel", "--inputs", tmp_path / "img.npy", "--run", run, "--members-kernel",
+                          "cross", "--json"])
+    assert code == 0, err
+    _, _, trained = load_run(run, "cpu")
+    assert np.allclose(json.loads(out)["nngp"], 0.0)  # a deep ensemble's members share nothing
+    same = infinite_width_kernels(x, network=trained)
+    assert np.all(np.diag(same.ntk_same) > 0)

@@ -26,19 +26,28 @@ from .common import print_json, print_table, split_ints
 
 def _load_inputs(path: Path) -> np.ndarray:
     if path.suffix != ".npy":
-        raise DeepensError(f"inputs: expected a .npy file of shape (N, d), got {path.name}")
+        raise DeepensError(f"inputs: expected a .npy file of shape (N, d), (N, C, L) or (N, C, H, W), got {path.name}")
     try:
         x = np.load(path, allow_pickle=False)  # never unpickle user files
     except (OSError, ValueError) as exc:
         raise DeepensError(f"inputs: cannot read {path} as a numeric .npy array ({exc})") from None
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-        raise DeepensError(f"inputs: expected a numeric array of shape (N, d), got {x.dtype} {x.shape}")
-    return x.astype(np.float64)
+    if x.ndim not in (2, 3, 4) or not np.issubdtype(x.dtype, np.number):
+        raise DeepensError(f"inputs: expected a numeric array of shape (N, d), (N, C, L) or (N, C, H, W), got "
+                           f"{x.dtype} {x.shape}")
+    x = x.astype(np.float64)
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(1)
+    if bad.any():
+        raise DeepensError(f"inputs: {path} has non-finite values (NaN or inf), first in row {int(np.argmax(bad))}")
+    return x
 
 
 def _network_args(p: argparse.ArgumentParser, depth_default: int | None) -> None:
-    p.add_argument("--depth", type=int, required=depth_default is None, default=depth_default,
-                   help="number of hidden layers (dense + activation), followed by a dense readout")
+    p.add_argument("--depth", type=int, default=depth_default,
+                   help="an MLP written by hand: number of hidden layers (dense + activation), then a dense readout")
+    p.add_argument("--model", help="the network as deepens trains it: training options as JSON or a .json file, e.g. "
+                   "'{\"model\": \"convnet\", \"pool\": \"avg\", \"width\": 0.25, \"ensemble\": \"batch\"}' "
+                   "(its kernels are read from the very module)")
+    p.add_argument("--run", type=Path, help="a run directory written by deepens train: the kernels of its module")
     p.add_argument("--activation", default="relu", help="relu, erf, identity (closed form); tanh, gelu, "
                    "sigmoid, silu, softplus, elu, leaky_relu (quadrature)")
     p.add_argument("--weight-std", type=float, default=2**0.5, help="σ_w of hidden layers (default √2)")
@@ -55,7 +64,33 @@ def _network_args(p: argparse.ArgumentParser, depth_default: int | None) -> None
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def _module_from_args(args: argparse.Namespace):
+    """(the ensemble module, its data) for --model / --run, else None."""
+    from ..training.build import build_ensemble
+    from ..training.trainer import load_data, load_run, resolve_device
+
+    if args.run is None and args.model is None:
+        return None
+    if args.run is not None and args.model is not None:
+        raise DeepensError("model: give --model or --run, not both")
+    if args.depth is not None:
+        raise DeepensError("depth: --depth writes an MLP by hand; drop it with --model / --run")
+    if args.run is not None:
+        _, data, model = load_run(args.run, "cpu")
+        return model, data
+    config = _model_from_spec(args.model)
+    config.device = "cpu"
+    config.validate()
+    data = load_data(config, resolve_device("cpu"))
+    return build_ensemble(config, data), data
+
+
 def network_from_args(args: argparse.Namespace) -> Network:
+    built = _module_from_args(args)
+    if built is not None:
+        return Network.from_module(built[0])
+    if args.depth is None:
+        raise DeepensError("depth: give --depth (an MLP written by hand), --model or --run")
     spec = parse_modulation(args.modulation) if args.modulation else None
     if isinstance(spec, dict):
         u, v = spec.get("u"), spec.get("v")
@@ -83,7 +118,7 @@ def run_kernel(args: argparse.Namespace) -> int:
     x1 = _load_inputs(args.inputs)
     x2 = _load_inputs(args.inputs2) if args.inputs2 else None
     network = network_from_args(args)
-    k = infinite_width_kernels(x1, x2, network, members=args.members, gamma=_gamma(args))
+    k = infinite_width_kernels(x1, x2, network, members=args.members, gamma=_gamma(args), memory=args.memory)
     modulated = network.modulated
     if args.members_kernel == "same":
         result = {"nngp": k.nngp_same, "ntk": k.ntk_same}
@@ -106,7 +141,15 @@ def run_kernel(args: argparse.Namespace) -> int:
 
 def run_regime(args: argparse.Namespace) -> int:
     x = _load_inputs(args.inputs) if args.inputs else None
-    report = regime(network_from_args(args), x, members=args.members, gamma=_gamma(args))
+    built = _module_from_args(args)
+    if built is not None:
+        network = Network.from_module(built[0])
+        if x is None and network.spatial_dims is not None:  # probe images: the first validation images
+            split = built[1].val if len(built[1].val) >= 2 else built[1].test
+            x = split.x[:4].double().numpy()
+    else:
+        network = network_from_args(args)
+    report = regime(network, x, members=args.members, gamma=_gamma(args))
     if args.json:
         print_json(report)
         return 0
@@ -194,16 +237,18 @@ def run_empirical(args: argparse.Namespace) -> int:
 
 def add_ntk(sub) -> None:
     p = sub.add_parser("ntk", help="ensemble NTKs: analytic kernels, regime verdicts, empirical metrics",
-                       description="Infinite-width kernels of (embedded-ensemble) MLPs, the independent / collective "
+                       description="Infinite-width kernels of (embedded-ensemble) MLPs and CNNs, the independent / collective "
                        "regime verdict, and empirical NTK metrics of an initialised or trained ensemble.")
     inner = p.add_subparsers(dest="ntk_command", metavar="KERNEL_COMMAND", parser_class=type(p))
     inner.required = True
 
     k = inner.add_parser("kernel", help="analytic NNGP and NTK on given inputs",
-                         description="Analytic infinite-width NNGP and NTK (NTK parameterization; the conventions of "
-                         "neural-tangents' stax) of an MLP, optionally with EE modulations.")
-    k.add_argument("--inputs", type=Path, required=True, help="inputs X.npy of shape (N, d)")
-    k.add_argument("--inputs2", type=Path, help="second inputs X2.npy (M, d): kernels between X and X2")
+                         description="Analytic infinite-width NNGP and NTK (the conventions of neural-tangents' stax) "
+                         "of an MLP written by hand (--depth, optionally with EE modulations), or of a dense or "
+                         "convolutional ensemble as deepens trains it (--model, --run), modulations included.")
+    k.add_argument("--inputs", type=Path, required=True, help="inputs X.npy: (N, d) vectors, (N, C, L) or (N, C, H, W)")
+    k.add_argument("--inputs2", type=Path, help="second inputs X2.npy (M, ...): kernels between X and X2")
+    k.add_argument("--memory", default="2GiB", help="working-memory budget of the kernel computation (default 2GiB)")
     k.add_argument("--members-kernel", default="same", help="same (α = β, default) or cross (α ≠ β)")
     k.add_argument("--out", type=Path, help="also save the arrays to this .npz file")
     _network_args(k, None)

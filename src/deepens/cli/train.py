@@ -27,6 +27,8 @@ OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
                                           "c4, c8, c16) or so2 (a random rotation per sample and batch)")),
     (("--model",), "model", dict(choices=MODELS, help="reference network (default mlp)")),
     (("--widths",), "widths", dict(help="MLP hidden widths, e.g. 128,128 (default)")),
+    (("--pool",), "pool", dict(choices=("max", "avg"), help="convnet pooling: max (EE App. C, default) or avg "
+                                "(closed-form infinite-width kernel)")),
     (("--width",), "width", dict(type=float, help="width multiplier of MLP widths / ConvNet channels (default 1)")),
     (("--activation",), "activation", dict(help="relu (default), erf, tanh, gelu, sigmoid, ...")),
     (("--bias",), "bias", dict(action=argparse.BooleanOptionalAction, help="biases in the MLP (default off)")),

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ..errors import DeepensError, check_int, check_real
+from ..errors import DeepensError, check_choice, check_int, check_real
 from ..layers.activations import make_activation
 from ..layers.parameterized import Conv2d, Linear
 
-__all__ = ["ConvNet"]
+__all__ = ["ConvNet", "POOLS"]
+
+POOLS = ("max", "avg")
 
 
 class ConvNet(nn.Sequential):
@@ -22,6 +24,10 @@ class ConvNet(nn.Sequential):
     The first three poolings are 2×2 (``ceil_mode``); the fourth is a global max-pooling, so the head
     sees ``round(512·width)`` features whatever the image size (8×8 digits as well as 32×32 CIFAR).
     Layers are named ``conv1, act1, pool1, ..., conv4, act4, pool4, flatten, readout``.
+
+    ``pool="avg"`` replaces the max-poolings by 2×2 average poolings (floor mode: an odd row or column is
+    dropped) and a global average pooling: the variant whose infinite-width kernel has a closed form
+    (:meth:`deepens.kernels.Network.from_module`); max pooling has none.
     """
 
     def __init__(
@@ -35,12 +41,14 @@ class ConvNet(nn.Sequential):
         parameterization: str = "standard",
         weight_std: float = 1.0,
         init: str = "xavier",
+        pool: str = "max",
     ) -> None:
         in_channels = check_int("in_channels", in_channels, minimum=1)
         num_classes = check_int("num_classes", num_classes, minimum=1)
         width = check_real("width", width, low=0.0, low_open=True)
         if isinstance(channels, int) or len(channels) == 0:
             raise DeepensError(f"channels: expected a non-empty sequence of channel counts, got {channels!r}")
+        pool = check_choice("pool", pool, POOLS)
         widths = [max(1, round(check_int(f"channels[{i}]", c, minimum=1) * width)) for i, c in enumerate(channels)]
         if parameterization == "ntk":
             init = "normal"
@@ -52,7 +60,10 @@ class ConvNet(nn.Sequential):
             )
             layers[f"act{i}"] = make_activation(activation)
             last = i == len(widths)
-            layers[f"pool{i}"] = nn.AdaptiveMaxPool2d(1) if last else nn.MaxPool2d(2, ceil_mode=True)
+            if pool == "max":
+                layers[f"pool{i}"] = nn.AdaptiveMaxPool2d(1) if last else nn.MaxPool2d(2, ceil_mode=True)
+            else:
+                layers[f"pool{i}"] = nn.AdaptiveAvgPool2d(1) if last else nn.AvgPool2d(2)
             c_in = c_out
         layers["flatten"] = nn.Flatten(1)
         layers["readout"] = Linear(
@@ -63,6 +74,7 @@ class ConvNet(nn.Sequential):
         self.num_classes = num_classes
         self.width = width
         self.channels = tuple(widths)
+        self.pool = pool
         self.input_shape: tuple[int | None, ...] = (in_channels, None, None)
 
     def reset_parameters(self) -> None:

@@ -18,7 +18,10 @@ import numpy as np
 import torch
 
 from ..errors import DeepensError
-from ..kernels.analytic import Network, infinite_width_kernels
+from torch import nn
+
+from ..kernels.analytic import infinite_width_kernels
+from ..kernels.network import Network
 from ..kernels.predict import KernelPredictor
 from .metrics import _np
 
@@ -28,26 +31,40 @@ __all__ = ["InfiniteWidthEnsemble"]
 class InfiniteWidthEnsemble:
     """μ_t (and Σ_t) of an infinitely wide ensemble of ``network`` trained on (``x_train``, ``y_train``).
 
-    Inputs are flattened to vectors. ``lr`` and ``loss`` follow :func:`deepens.kernels.kernel_predict`
+    ``network``: a :class:`deepens.kernels.Network` or the module itself (read by ``Network.from_module``;
+    default a one-hidden-layer ReLU MLP). Inputs are flattened to vectors for a dense network and kept as
+    images (N, C, H, W) / sequences (N, C, L) for a convolutional one. ``memory`` bounds the kernels'
+    working memory (see :func:`deepens.kernels.infinite_width_kernels`). ``lr`` and ``loss`` follow :func:`deepens.kernels.kernel_predict`
     (``loss="mean"``: L = (1/2N) Σ_i ‖f(x_i) − y_i‖², the loss of a full-batch training loop that
     averages over samples); the time is a gradient-flow time ``t`` or a number of GD ``steps``
     (default t = ∞: kernel regression).
     """
 
-    def __init__(self, x_train, y_train, network: Network | None = None, *, lr: float = 1.0, loss: str = "mean",
-                 t: float | None = None, steps: int | None = None, with_covariance: bool = False) -> None:
+    def __init__(self, x_train, y_train, network: Network | nn.Module | None = None, *, lr: float = 1.0,
+                 loss: str = "mean", t: float | None = None, steps: int | None = None, with_covariance: bool = False,
+                 memory: int | str = 2 * 1024**3) -> None:
         if t is not None and steps is not None:
             raise DeepensError("t: give a gradient-flow time t or a number of steps, not both")
+        if isinstance(network, nn.Module):
+            network = Network.from_module(network)
         self.network = network or Network.mlp(1)
-        self.x_train = _np(x_train).reshape(len(x_train), -1)
+        self.memory = memory
+        self.x_train = self._inputs(x_train)
         y = _np(y_train)
         self.out_shape = y.shape[1:]
         self.y_train = y.reshape(len(y), -1)
-        kernels = infinite_width_kernels(self.x_train, network=self.network)
+        kernels = infinite_width_kernels(self.x_train, network=self.network, memory=memory)
         self.predictor = KernelPredictor(kernels.ntk_same, self.y_train, lr=lr, loss=loss,
                                          nngp_train=kernels.nngp_same if with_covariance else None)
         self.t = math.inf if t is None and steps is None else t
         self.steps = steps
+
+    def _inputs(self, x) -> np.ndarray:
+        x = _np(x)
+        return x.reshape(len(x), -1) if self.network.spatial_dims is None else x
+
+    def _kernels(self, x1, x2=None):
+        return infinite_width_kernels(x1, x2, self.network, memory=self.memory)
 
     def _time(self, t, steps) -> dict:
         if t is None and steps is None:
@@ -56,8 +73,8 @@ class InfiniteWidthEnsemble:
 
     def mean(self, x, *, t: float | None = None, steps: int | None = None) -> np.ndarray:
         """μ at inputs ``x`` (B, ...), shaped (B, *target shape)."""
-        xs = _np(x).reshape(len(x), -1)
-        cross = infinite_width_kernels(xs, self.x_train, self.network).ntk_same
+        xs = self._inputs(x)
+        cross = self._kernels(xs, self.x_train).ntk_same
         out = self.predictor.mean(cross, **self._time(t, steps))
         return out.reshape(len(xs), *self.out_shape)
 
@@ -65,9 +82,9 @@ class InfiniteWidthEnsemble:
         """Σ(x, x) at each input (B,): the variance over initialisations of every output coordinate."""
         if self.predictor.nngp_train is None:
             raise DeepensError("with_covariance: build the InfiniteWidthEnsemble with with_covariance=True")
-        xs = _np(x).reshape(len(x), -1)
-        cross = infinite_width_kernels(xs, self.x_train, self.network)
-        own = infinite_width_kernels(xs, network=self.network)
+        xs = self._inputs(x)
+        cross = self._kernels(xs, self.x_train)
+        own = self._kernels(xs)
         cov = self.predictor.covariance(cross.ntk_same, cross.nngp_same, own.nngp_same, **self._time(t, steps))
         return np.clip(np.diag(cov), 0.0, None)
 

@@ -30,7 +30,7 @@ def build_reference(config: TrainConfig, data: Dataset) -> nn.Module:
         if len(data.input_shape) != 3:
             raise DeepensError(f"model: a convnet takes images (C, H, W), but the data has shape {data.input_shape}")
         return ConvNet(data.input_shape[0], data.num_classes, width=config.width, activation=config.activation,
-                       parameterization=config.parameterization)
+                       parameterization=config.parameterization, pool=config.pool)
 
 
 def _collegial(config: TrainConfig, data: Dataset, net: MLP) -> nn.Module:

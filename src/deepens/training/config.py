@@ -69,6 +69,10 @@ def parse_gamma(gamma: Any) -> str | float | Callable[[int], float]:
     return value
 
 
+# options added after stores existed: left out of the canonical form at their defaults
+_LATER_FIELDS = {"pool": "max"}
+
+
 @dataclass
 class TrainConfig:
     """Everything needed to (re-)run one training of one ensemble."""
@@ -84,6 +88,7 @@ class TrainConfig:
     model: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [128, 128])
     width: float = 1.0  # width multiplier (MLP widths and ConvNet channels)
+    pool: str = "max"  # ConvNet pooling: max (EE App. C) or avg (closed-form infinite-width kernel)
     activation: str = "relu"
     bias: bool = False
     parameterization: str = "standard"
@@ -128,6 +133,9 @@ class TrainConfig:
         if self.dataset in ("cifar10", "cifar100") and not self.data_dir:
             raise DeepensError(f"data_dir: {self.dataset} is read from a local directory; pass --data-dir DIR")
         check_choice("model", self.model, MODELS)
+        check_choice("pool", self.pool, ("max", "avg"))
+        if self.pool != "max" and self.model != "convnet":
+            raise DeepensError(f"pool: only the convnet has poolings to choose, not the {self.model}")
         if self.augment is not None:
             from ..symmetry.augment import image_augmentation
 
@@ -202,6 +210,9 @@ class TrainConfig:
         data = TrainConfig.from_dict(self.to_dict()).validate().to_dict()
         if data.get("data_seed") == data["seed"]:
             data["data_seed"] = None
+        for name, default in _LATER_FIELDS.items():  # stores written before these options existed keep their keys
+            if data.get(name) == default:
+                data.pop(name)
         for f in fields(self):
             if f.type in ("float", "float | None") and f.name != "val":
                 value = data.get(f.name)
