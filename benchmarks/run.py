@@ -144,6 +144,24 @@ def render(results: dict) -> str:
             f"{_check(ntk['speedup_structured'], 5.0, '>=')}",
             "",
         ]
+    cnn = results.get("cnn_kernels")
+    if cnn:
+        lines += [f"### {cnn['name']}", "",
+                  f"Memory budget {cnn['memory_budget']}, {cnn['threads']} threads, each size in a fresh process "
+                  "(peak resident memory of that process; neural-tangents in its own interpreter, `nt.batch` blocks "
+                  "of 64, compilation excluded).", "",
+                  "| N | deepens s | deepens peak GiB | neural-tangents s | NT peak GiB | NT / deepens time "
+                  "| max rel diff |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for row in cnn["rows"]:
+            mine, theirs = row["deepens"], row.get("neural_tangents") or {}
+            nt_s = f"{theirs['seconds']:.1f}" if "seconds" in theirs else "—"
+            nt_m = f"{theirs['peak_rss_gib']:.2f}" if "seconds" in theirs else "—"
+            ratio = f"{row['speedup_vs_nt']:.2f}×" if "speedup_vs_nt" in row else "—"
+            diff = f"{row['max_rel_diff']:.1e}" if "max_rel_diff" in row else "—"
+            lines.append(f"| {row['n']} | {mine['seconds']:.1f} | {mine['peak_rss_gib']:.2f} | {nt_s} | {nt_m} | "
+                         f"{ratio} | {diff} |")
+        lines += ["", "Targets: not slower than neural-tangents on CPU; N = 512 within 8 GiB.", ""]
     ana = results.get("analytic_kernels")
     if ana:
         sec = ana["seconds"]
@@ -264,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     if not only or "analytic" in only:
         print("analytic kernels ...", flush=True)
         results["analytic_kernels"] = bench_kernels.analytic_kernels()
+    if not only or "cnn" in only:
+        print("CNN infinite-width kernels (NT_PYTHON=... adds neural-tangents) ...", flush=True)
+        results["cnn_kernels"] = bench_kernels.cnn_kernels()
     if not only or "cnll" in only:
         print("CNLL speed ...", flush=True)
         results["cnll_speed"] = bench_scaling.cnll_speed()

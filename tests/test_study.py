@@ -89,6 +89,15 @@ def test_regime_rows_are_the_trainings_they_name_and_the_theory_is_exact(study):
     theory = {t["p"]: t for t in res["theory"]}
     assert theory[0.0]["verdict"] == "independent" and theory[0.0]["ntk_ratio"] == theory[0.0]["nngp_ratio"] == 0.0
     assert theory[1.0]["verdict"] == "collective" and theory[1.0]["nngp_ratio"] == pytest.approx(1.0, abs=1e-12)
+    # the analytic columns are the kernels of the very ensemble trained (read from its module)
+    from deepens.kernels import regime
+
+    ctx, p = _ctx(), sorted(theory)[1]
+    module = ctx.module(ensemble="batch", members=max(2, max(TINY.regime_members)), modulation=f"shifted-normal:{p:g}",
+                        seed=TINY.seed)
+    assert "BatchEnsemble" in repr(type(module)) and module.net.get_submodule("fc1").weight.shape[0] == TINY.widths[0]
+    probe = ctx.data().val.x[:4].double().numpy()
+    assert theory[p]["ntk_ratio"] == regime(module, probe)["ntk_ratio"]
     at1 = next(r for r in res["rows"] if r["p"] == 1.0 and r["members"] == 2 and r["seed"] == 1)
     assert at1["accuracy"] == at1["member_accuracy"] and at1["correlation"] == pytest.approx(1.0)
     direct = _ctx().train(ensemble="batch", members=2, modulation="shifted-normal:0", seed=TINY.seed + 1009)

@@ -237,8 +237,8 @@ def run_empirical(args: argparse.Namespace) -> int:
 
 def add_ntk(sub) -> None:
     p = sub.add_parser("ntk", help="ensemble NTKs: analytic kernels, regime verdicts, empirical metrics",
-                       description="Infinite-width kernels of (embedded-ensemble) MLPs and CNNs, the independent / collective "
-                       "regime verdict, and empirical NTK metrics of an initialised or trained ensemble.")
+                       description="Infinite-width kernels of (embedded-ensemble) MLPs and CNNs, the independent / "
+                       "collective regime verdict, and empirical NTK metrics of an initialised or trained ensemble.")
     inner = p.add_subparsers(dest="ntk_command", metavar="KERNEL_COMMAND", parser_class=type(p))
     inner.required = True
 

@@ -58,7 +58,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from ..study.runner import default_workers
 
     overrides = dict(dataset=args.dataset, data_dir=args.data_dir, num_samples=args.num_samples, model=args.model,
-                     epochs=args.epochs, seed=args.seed, seeds=args.seeds, device=args.device,
+                     pool=args.pool, epochs=args.epochs, seed=args.seed, seeds=args.seeds, device=args.device,
                      widths=split_ints("widths", args.widths) if args.widths else None)
     config = StudyConfig.preset_config(preset_of(args), **overrides)
     workers = default_workers(config.device) if args.workers is None else args.workers
@@ -99,6 +99,8 @@ def add_study(sub) -> None:
     p.add_argument("--data-dir", help="folder with the CIFAR python batches")
     p.add_argument("--num-samples", type=int, help="samples to generate (mnist1d, gaussians)")
     p.add_argument("--model", choices=("mlp", "convnet"), help="reference network of the EE parts (default mlp)")
+    p.add_argument("--pool", choices=("max", "avg"), help="convnet pooling: max (EE App. C, default) or avg (the "
+                   "variant whose infinite-width kernels, and so the analytic regime columns, have a closed form)")
     p.add_argument("--widths", help="hidden widths of the reference MLP (default 128,128)")
     p.add_argument("--epochs", type=int, help="epochs per EE training (preset default)")
     p.add_argument("--seed", type=int, help="seed of every random choice (default 0)")

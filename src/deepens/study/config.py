@@ -26,7 +26,7 @@ PRESETS = ("tiny", "quick", "full")
 
 STUDY_FIELDS = ("seed", "seeds")
 SEQUENCES = ("widths", "digits_channels", "so2_channels")  # ordered sizes, kept as given
-REFERENCE_FIELDS = ("dataset", "data_dir", "num_samples", "model", "widths", "epochs", "batch_size", "lr",
+REFERENCE_FIELDS = ("dataset", "data_dir", "num_samples", "model", "pool", "widths", "epochs", "batch_size", "lr",
                     "schedule", "weight_decay")
 
 
@@ -60,6 +60,7 @@ class StudyConfig:
     data_dir: str | None = None
     num_samples: int | None = None
     model: str = "mlp"
+    pool: str = "max"  # convnet pooling: max (EE App. C) or avg (closed-form infinite-width kernels)
     widths: list[int] = _L(128, 128)
     epochs: int = 20
     batch_size: int = 64
@@ -161,6 +162,7 @@ class StudyConfig:
     digits_evals: int = 2
     digits_ood: int = 100
     digits_test: int = 180
+    digits_infinite: int = 24  # training digits (× their C4 orbits) of the infinite-width CNN ensemble (0: none)
     so2_rotations: list[int] = _L(1, 2, 8)  # random rotations of every training image per step
     so2_members: int = 4
     so2_steps: int = 100
@@ -209,7 +211,7 @@ class StudyConfig:
                        ising_widths=[64, 256, 1024, 2048], ising_members=32, ising_steps=200, ising_test=128,
                        cross_samples=48, cross_members=32, cross_steps=300, cross_test=128, cross_rotations=16,
                        digits_groups=[4, 8, 16], digits_members=8, digits_steps=300, digits_evals=4, digits_ood=200,
-                       digits_test=360,
+                       digits_test=360, digits_infinite=64,
                        so2_rotations=[1, 2, 4, 8, 16], so2_members=4, so2_steps=200, so2_batch_size=64,
                        so2_channels=[8, 16, 32, 64], so2_test=360, so2_test_rotations=32,
                        pool_widths=[16, 32, 64, 128], pool_size=48, pool_epochs=60, pool_partitions=8,
@@ -239,6 +241,7 @@ class StudyConfig:
                        cross_test=6, cross_rotations=3,
                        digits_groups=[4], digits_members=2, digits_steps=4, digits_batch_size=32,
                        digits_channels=[2, 4, 4, 8], digits_ood=6, digits_test=12,
+                       digits_infinite=4,
                        so2_rotations=[1, 2], so2_members=2, so2_steps=4, so2_batch_size=16, so2_channels=[2, 4, 4, 8],
                        so2_test=12, so2_test_rotations=4,
                        pool_num_samples=600, pool_widths=[8, 16], pool_size=10, pool_epochs=2, pool_predict_k=3,
@@ -254,6 +257,7 @@ class StudyConfig:
         if self.dataset in ("cifar10", "cifar100") and not self.data_dir:
             raise DeepensError(f"data_dir: {self.dataset} is read from a local directory; pass --data-dir DIR")
         check_choice("model", self.model, ("mlp", "convnet"))
+        check_choice("pool", self.pool, ("max", "avg"))
         if self.model == "convnet" and self.dataset in ("mnist1d", "gaussians"):
             raise DeepensError(f"model: convnet needs image data (digits, cifar10, cifar100), not {self.dataset}")
         if not isinstance(self.widths, (list, tuple)) or not self.widths:

@@ -95,16 +95,27 @@ def _regime_points(ps: list[float]) -> tuple[float, float | None, float | None]:
     return p0, mid, high
 
 
-def _regime_run(cfg: StudyConfig, ctx) -> dict:
-    from ..kernels import Network, regime
-    from ..layers import ShiftedNormal
+def _regime_theory(cfg: StudyConfig, ctx, options: dict, p: float) -> dict:
+    """The infinite-width regime of the very ensemble a training with ``options`` builds (its modules' kernels,
+    on four validation inputs); a network without a closed-form kernel (max pooling) gives no numbers."""
+    from ..errors import DeepensError
+    from ..kernels import regime
 
-    theory = []
-    for p in cfg.regime_p:
-        dist = ShiftedNormal(p)
-        verdict = regime(Network.mlp(len(cfg.widths), "relu", u=dist, v=dist))
-        theory.append({"p": p, "verdict": verdict["verdict"], "ntk_ratio": verdict["ntk_ratio"],
-                       "nngp_ratio": verdict["nngp_ratio"], "reason": verdict["reason"]})
+    model = ctx.module(**options)
+    data = ctx.data(flatten=cfg.model == "mlp")
+    split = data.val if len(data.val) >= 4 else data.test
+    try:
+        verdict = regime(model, split.x[:4].double().numpy())
+    except DeepensError as exc:
+        return {"p": p, "verdict": None, "ntk_ratio": None, "nngp_ratio": None, "reason": str(exc)}
+    return {"p": p, "verdict": verdict["verdict"], "ntk_ratio": verdict["ntk_ratio"],
+            "nngp_ratio": verdict["nngp_ratio"], "reason": verdict["reason"]}
+
+
+def _regime_run(cfg: StudyConfig, ctx) -> dict:
+    theory = [_regime_theory(cfg, ctx, dict(ensemble="batch", members=max(2, max(cfg.regime_members)),
+                                            modulation=f"shifted-normal:{p:g}", seed=ctx.seed(0)), p)
+              for p in cfg.regime_p]
     rows, trained = [], []
     specs = [(s, p, m, dict(ensemble="batch", members=m, modulation=f"shifted-normal:{p:g}", seed=ctx.seed(s)))
              for s in range(cfg.seeds) for p in cfg.regime_p for m in cfg.regime_members]
@@ -137,7 +148,7 @@ def _regime_run(cfg: StudyConfig, ctx) -> dict:
 
     gain = per_seed(rows, lambda rs: _value(_at(rs, p=p0, members=big), "gain"), cfg.seeds)
     by_p = {t["p"]: t for t in theory}
-    shifted = [t["ntk_ratio"] for t in theory if t["p"] > 0]
+    shifted = [t["ntk_ratio"] for t in theory if t["p"] > 0 and t["ntk_ratio"] is not None]
     measured = {
         "gain_p0": gain,
         "gain_images": measure(None if gain["mean"] is None or n_test is None else abs(gain["mean"]) * n_test),
@@ -160,8 +171,12 @@ def _regime_run(cfg: StudyConfig, ctx) -> dict:
     if diverged:
         reading.append(f"{diverged} of {len(rows)} trainings diverged (no numbers; γ = M multiplies the shared "
                        "weights' step by M).")
-    reading.append("Infinite width (analytic): cross/same NNGP / NTK ratios " + ", ".join(
-        f"{t['nngp_ratio']:.2f} / {t['ntk_ratio']:.2f} (p = {t['p']:g})" for t in theory) + ".")
+    if all(t["ntk_ratio"] is not None for t in theory):
+        reading.append("Infinite width (analytic, the trained network's kernels): cross/same NNGP / NTK ratios "
+                       + ", ".join(f"{t['nngp_ratio']:.2f} / {t['ntk_ratio']:.2f} (p = {t['p']:g})" for t in theory)
+                       + ".")
+    else:
+        reading.append("Infinite width: no analytic kernels for the trained network — " + theory[0]["reason"])
     return {"results": {"rows": rows, "mean": mean, "theory": theory},
             "tables": {"regime": rows, "regime_mean": mean, "regime_theory": theory},
             "measured": measured, "scale": _scale(cfg, _members_text(cfg.regime_members), n_test),
@@ -178,7 +193,8 @@ def _regime_plot(record: dict, folder: Path) -> list[Path]:
     for i, p in enumerate(ps):
         pts = sorted((r for r in rows if r["p"] == p), key=lambda r: r["members"])
         t = theory[p]
-        label = f"p = {p:g}: {t['verdict']}, cross/same NNGP {t['nngp_ratio']:.2f}, NTK {t['ntk_ratio']:.2f}"
+        label = (f"p = {p:g}: {t['verdict']}, cross/same NNGP {t['nngp_ratio']:.2f}, NTK {t['ntk_ratio']:.2f}"
+                 if t["ntk_ratio"] is not None else f"p = {p:g}")
         for a, (key, _) in zip(ax, keys, strict=True):
             errorbar(a, pts, "members", key, label=label if a is ax[0] else None, fmt="o-",
                      color=cmap(i / max(1, len(ps) - 1)), ms=4)

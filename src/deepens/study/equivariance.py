@@ -34,12 +34,12 @@ from torch.nn import functional as F
 from ..ensembles import DeepEnsemble
 from ..errors import DeepensError
 from ..io.figures import pyplot
-from ..kernels.analytic import Network
+from ..kernels.network import Network
 from ..models import MLP, ConvNet
 from ..symmetry.actions import ImageRotation, LatticeRotation, Symmetry, VectorRotation, border_value, pad_for_rotation
 from ..symmetry.augment import augment_orbits
 from ..symmetry.groups import ROTATION_GROUPS, SO2, SO3, CyclicGroup
-from ..symmetry.metrics import ensemble_orbit_metrics, orbit_outputs
+from ..symmetry.metrics import ensemble_orbit_metrics, orbit_outputs, orbit_same_predictions
 from ..symmetry.theory import InfiniteWidthEnsemble
 from .claims import Claim, Test, measure
 from .common import Part, finish, fmt, spearman
@@ -444,6 +444,45 @@ def _train_convnets(ens: DeepEnsemble, x: torch.Tensor, y: torch.Tensor, steps: 
             on_step(step)
 
 
+def infinite_cnn(channels: int = 8):
+    """The CNN whose infinite-width ensemble joins the rotated digits: three 3×3 zero-padded convolutions (NTK
+    parameterization, σ_w = √2) with ReLU and a flattening readout. Its kernel is read from this module; with
+    odd kernels and zero padding it is invariant under joint 90° turns of square images, so C4-orbit
+    augmentation makes its prediction exactly C4-invariant (the talk's emergent equivariance, at infinite
+    width); no pooling, so only same-position kernels are carried."""
+    from torch import nn
+
+    from ..layers import Conv2d, Linear
+
+    return nn.Sequential(
+        Conv2d(1, channels, 3, padding=1, parameterization="ntk", weight_std=math.sqrt(2.0)), nn.ReLU(),
+        Conv2d(channels, channels, 3, padding=1, parameterization="ntk", weight_std=math.sqrt(2.0)), nn.ReLU(),
+        Conv2d(channels, channels, 3, padding=1, parameterization="ntk", weight_std=math.sqrt(2.0)), nn.ReLU(),
+        nn.Flatten(), Linear(channels * 23 * 23, 10, parameterization="ntk"))
+
+
+def _infinite_digits(cfg: StudyConfig, x_train, y_train, sets: dict, background: float, y_test) -> dict | None:
+    """OSP (C4) of the infinite-width CNN ensemble trained to convergence (kernel regression on one-hot targets)
+    on ``cfg.digits_infinite`` training digits and their C4 orbits, on every evaluation set."""
+    n = cfg.digits_infinite
+    if n <= 0:
+        return None
+    sym = Symmetry(ImageRotation(CyclicGroup(4), fill=background))
+    x, y = x_train[:n].double(), F.one_hot(y_train[:n], 10).double()
+    out: dict = {"train": n, "sets": {}}
+    for name, (xs, ys) in {"augmented": augment_orbits(x, y, sym), "plain": (x, y)}.items():
+        model = InfiniteWidthEnsemble(xs, ys, infinite_cnn(), lr=1.0)
+        result = {}
+        for set_name, images in sets.items():
+            orbit, _ = orbit_outputs(model, images.double(), sym)
+            osp = orbit_same_predictions(orbit)
+            result[set_name] = float(np.mean(osp))
+            if set_name == "test":
+                result["accuracy"] = float((orbit[0].argmax(-1) == y_test).double().mean())
+        out["sets"][name] = result
+    return out
+
+
 def _digits_run(cfg: StudyConfig, ctx) -> dict:
     k_per = cfg.digits_members
     x_train, y_train, x_test, y_test, background, x_photo, x_noise = digit_images(cfg.seed, 2, cfg.digits_ood)
@@ -493,6 +532,8 @@ def _digits_run(cfg: StudyConfig, ctx) -> dict:
                for n in ("photos", "noise")]
         return float(np.mean(pts))
 
+    infinite = _infinite_digits(cfg, x_train, y_train, sets, background, y_test)
+    ctx.tick()
     measured = {"ensemble_above_member": measure([above(s) for s in range(cfg.seeds)]),
                 "ood_osp_fraction": measure([ood_fraction(s) for s in range(cfg.seeds)])}
     final = [p for p in rows if p["step"] == last]
@@ -503,11 +544,18 @@ def _digits_run(cfg: StudyConfig, ctx) -> dict:
         + f" (test accuracy {np.mean([p['accuracy'] for p in final if p['k'] == kk]):.3f})"
         for kk in cfg.digits_groups) + ". The talk (FashionMNIST, OOD): " + ", ".join(
             f"C{k} {v[0]} ± {v[1]}" for k, v in TALK_OSP.items()) + "."]
+    if infinite is not None:
+        aug, plain = infinite["sets"]["augmented"], infinite["sets"]["plain"]
+        reading.append(f"Infinite-width CNN ensemble (kernel regression on {infinite['train']} digits, C4): OSP with "
+                       "orbit augmentation " + ", ".join(f"{n} {aug[n]:.2f}" for n in sets) + "; without "
+                       + ", ".join(f"{n} {plain[n]:.2f}" for n in sets) + f" (of 4; test accuracy "
+                       f"{aug['accuracy']:.3f} / {plain['accuracy']:.3f}).")
     table = [{"k": p["k"], "seed": p["seed"], "step": p["step"], "accuracy": p["accuracy"], "set": n,
               "member": p["sets"][n]["member"]["mean"], "ensemble": p["sets"][n]["ensemble"]["mean"]}
              for p in rows for n in sets]
-    return {"results": {"history": rows, "config": {"image_size": x_train.shape[-1], "train": len(x_train),
-                                                   "test": len(x_test), "members": k_per}},
+    return {"results": {"history": rows, "infinite": infinite,
+                        "config": {"image_size": x_train.shape[-1], "train": len(x_train), "test": len(x_test),
+                                   "members": k_per}},
             "tables": {"digits": table}, "measured": measured,
             "scale": {"data": f"digits 23×23 ({len(x_test)} test, {cfg.digits_ood} OOD per set)",
                       "model": f"ConvNet {cfg.digits_channels}", "M": k_per, "seeds": f"{cfg.seeds} member groups",
@@ -529,6 +577,11 @@ def _digits_plot(record: dict, folder: Path) -> list[Path]:
                 ys = [np.mean([p["sets"][name][key]["mean"] for p in rows if p["k"] == kk and p["step"] == st])
                       for st in steps]
                 ax.plot(steps, ys, style, color=f"C{i}", label=f"C{kk} {'mean ' if key == 'member' else ''}{key}")
+        infinite = record["results"].get("infinite")
+        if infinite is not None:
+            for which, style in (("augmented", ":"), ("plain", "-.")):
+                ax.axhline(infinite["sets"][which][name], color="black", ls=style, lw=1,
+                           label=f"infinite-width CNN, C4 {'augmentation' if which == 'augmented' else 'none'}")
         ax.set_yscale("log", base=2)
         ax.set_xlabel("training step")
         ax.set_ylabel("OSP")

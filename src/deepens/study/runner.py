@@ -105,6 +105,8 @@ class StudyContext:
         base = dict(dataset=c.dataset, data_dir=c.data_dir, num_samples=c.num_samples, model=c.model,
                     widths=list(c.widths), epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, schedule=c.schedule,
                     weight_decay=c.weight_decay, seed=c.seed, data_seed=c.seed, device=c.device)
+        if c.model == "convnet":
+            base["pool"] = c.pool
         base.update(options)
         base.setdefault("eval_every", base["epochs"])
         return TrainConfig(**base)
@@ -204,6 +206,14 @@ class StudyContext:
         except DivergenceError as exc:
             self.diverged.append({"options": options, "error": str(exc)})
             return None
+
+    def module(self, **options):
+        """The (untrained) ensemble a training with ``options`` builds: the module its analytic kernels are read
+        from (``Network.from_module``)."""
+        from ..training.build import build_ensemble
+
+        config = self.train_config(**options)
+        return build_ensemble(config, self.data(flatten=config.model == "mlp"))
 
     def data(self, flatten: bool = True, **options):
         """The dataset of a training with ``options`` (default: the reference setup's), split exactly as that

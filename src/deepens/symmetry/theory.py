@@ -16,10 +16,9 @@ import math
 
 import numpy as np
 import torch
-
-from ..errors import DeepensError
 from torch import nn
 
+from ..errors import DeepensError
 from ..kernels.analytic import infinite_width_kernels
 from ..kernels.network import Network
 from ..kernels.predict import KernelPredictor
@@ -34,7 +33,8 @@ class InfiniteWidthEnsemble:
     ``network``: a :class:`deepens.kernels.Network` or the module itself (read by ``Network.from_module``;
     default a one-hidden-layer ReLU MLP). Inputs are flattened to vectors for a dense network and kept as
     images (N, C, H, W) / sequences (N, C, L) for a convolutional one. ``memory`` bounds the kernels'
-    working memory (see :func:`deepens.kernels.infinite_width_kernels`). ``lr`` and ``loss`` follow :func:`deepens.kernels.kernel_predict`
+    working memory (see :func:`deepens.kernels.infinite_width_kernels`). ``lr`` and ``loss`` follow
+    :func:`deepens.kernels.kernel_predict`
     (``loss="mean"``: L = (1/2N) Σ_i ‖f(x_i) − y_i‖², the loss of a full-batch training loop that
     averages over samples); the time is a gradient-flow time ``t`` or a number of GD ``steps``
     (default t = ∞: kernel regression).
