@@ -18,13 +18,18 @@ def build(kind):
     elif kind == "mlp-ntk":
         modules = [d.MLP(6, [9, 7], 3, bias=True, parameterization="ntk", bias_std=0.4).double() for _ in range(M)]
         x = torch.randn(5, 6, dtype=torch.float64)
+    elif kind == "circular":  # circular padding, stride and dilation (1-D and 2-D)
+        modules = [nn.Sequential(d.layers.Conv2d(2, 4, 3, padding=2, dilation=2, padding_mode="circular", bias=True),
+                                 nn.ReLU(), d.layers.Conv2d(4, 3, 3, stride=2, padding=(1, 1), padding_mode="circular"),
+                                 nn.Flatten(), nn.Linear(3 * 16, 3)).double() for _ in range(M)]
+        x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
     else:
         modules = [d.ConvNet(2, 5, width=0.125).double() for _ in range(M)]
         x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
     return modules, x
 
 
-@pytest.mark.parametrize("kind", ["mlp", "mlp-ntk", "conv"])
+@pytest.mark.parametrize("kind", ["mlp", "mlp-ntk", "conv", "circular"])
 @pytest.mark.parametrize("per_member", [False, True])
 def test_outputs_and_gradients_equal_separate_modules(kind, per_member):
     modules, x = build(kind)

@@ -265,3 +265,89 @@ def test_conv1d_and_dense_inputs_are_checked():
         infinite_width_kernels(bad, network=net)
     assert isinstance(Network.from_module(net).ops[-2], Flatten)
     assert isinstance(Network.from_module(net).ops[-3], GlobalAvgPool)
+
+
+@pytest.mark.parametrize("kind", ["batch", "mc-dropout", "lld", "deep", "plain"])
+def test_from_module_equals_the_hand_written_description(kind):
+    """One description: the kernels read from an ensemble module equal those of the network written by hand."""
+    mlp = d.MLP(5, [16, 16], 3, parameterization="ntk", weight_std=2**0.5, bias=True, bias_std=0.1)
+    x = RNG.normal(size=(6, 5))
+    u, v, mask = d.ShiftedNormal(0.3), d.Normal(0, 1), d.parse_distribution("bernoulli:0.8,scaled")
+    module, hand = {
+        "batch": (d.BatchEnsemble(mlp, 3, u=u, v=v), Network.mlp(2, "relu", 2**0.5, 0.1, 1.0, 0.1, u=u, v=v)),
+        "mc-dropout": (d.MCDropout(mlp, 3, mask=mask),
+                       Network.mlp(2, "relu", 2**0.5, 0.1, 1.0, 0.1, u=mask, trainable=False)),
+        "lld": (d.LastLayerDropout(mlp, 3, mask=v),
+                Network.mlp(2, "relu", 2**0.5, 0.1, 1.0, 0.1, u=v, layers=[-1], trainable=False)),
+        "deep": (d.DeepEnsemble(mlp, 3), Network.mlp(2, "relu", 2**0.5, 0.1, 1.0, 0.1)),
+        "plain": (mlp, Network.mlp(2, "relu", 2**0.5, 0.1, 1.0, 0.1)),
+    }[kind]
+    got, ref = infinite_width_kernels(x, network=module), infinite_width_kernels(x, network=hand)
+    assert np.allclose(got.nngp_same, ref.nngp_same, rtol=1e-14) and np.allclose(got.ntk_same, ref.ntk_same,
+                                                                                   rtol=1e-14)
+    if kind == "deep":  # members share nothing: no cross-member kernel, every parameter individual
+        assert np.all(got.nngp_cross == 0) and np.all(got.ntk_cross == 0)
+        assert np.allclose(got.ntk_same_individual, ref.ntk_same, rtol=1e-14)
+    else:
+        assert np.allclose(got.nngp_cross, ref.nngp_cross, rtol=1e-14, atol=1e-15)
+        assert np.allclose(got.ntk_cross, ref.ntk_cross, rtol=1e-14, atol=1e-15)
+        assert np.allclose(got.ntk_same_individual, ref.ntk_same_individual, rtol=1e-14, atol=1e-15)
+
+
+def test_reader_edge_cases_found_in_review():
+    """Modulations separated from their activation by pooling or flattening are still pre-activation v; an
+    activation after Flatten acts per position; what has no kernel is refused by name."""
+    x = RNG.normal(size=(5, 3))
+    v = d.Normal(0, 1)
+    through = d.BatchEnsemble(nn.Sequential(Linear(3, 8, parameterization="ntk"), nn.Flatten(), nn.ReLU(),
+                                            Linear(8, 2, parameterization="ntk")), 3, u=None, v=v)
+    direct = d.BatchEnsemble(nn.Sequential(Linear(3, 8, parameterization="ntk"), nn.ReLU(),
+                                           Linear(8, 2, parameterization="ntk")), 3, u=None, v=v)
+    a, b = infinite_width_kernels(x, network=through), infinite_width_kernels(x, network=direct)
+    for name in ("nngp_cross", "ntk_cross", "ntk_same_individual", "ntk_same"):
+        assert np.allclose(getattr(a, name), getattr(b, name), rtol=1e-14, atol=1e-16), name
+    # an activation after Flatten equals the activation before it (per-position kernels)
+    img = RNG.normal(size=(4, 1, 3, 3))
+    after = nn.Sequential(Conv2d(1, 8, 1, parameterization="ntk"), nn.Flatten(), nn.Tanh(),
+                          Linear(72, 1, parameterization="ntk"))
+    before = nn.Sequential(Conv2d(1, 8, 1, parameterization="ntk"), nn.Tanh(), nn.Flatten(),
+                           Linear(72, 1, parameterization="ntk"))
+    assert np.allclose(infinite_width_kernels(img, network=after).nngp_same,
+                       infinite_width_kernels(img, network=before).nngp_same, rtol=1e-13)
+    mlp = d.MLP(3, [8], 2, parameterization="ntk")
+    refusals = {
+        "resample": d.MCDropout(mlp, 2, resample=True),
+        "inputs or outputs": d.BatchEnsemble(mlp, 2, modulate_input=True),
+        "trainable parameters": nn.Sequential(Linear(3, 8), nn.PReLU(), Linear(8, 1)),
+        "groups": nn.Sequential(Conv2d(4, 8, 3, groups=4), nn.ReLU(), nn.Flatten(), Linear(8, 1)),
+    }
+    for match, module in refusals.items():
+        with pytest.raises(DeepensError, match=match):
+            Network.from_module(module)
+    with pytest.raises(DeepensError, match="expects 3 channels"):
+        infinite_width_kernels(RNG.normal(size=(2, 2, 5, 5)), network=nn.Sequential(
+            Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), Linear(36, 1)))
+    # functional activations with arguments are read as the function they call
+    leaky = Network.from_module(_Leaky())
+    assert isinstance(leaky.ops[1], Activation) and leaky.ops[1].label == "leaky_relu"
+    k = infinite_width_kernels(x, network=leaky)
+    assert np.all(np.linalg.eigvalsh(k.ntk_same) > 0)
+
+
+class _Leaky(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = Linear(3, 8, parameterization="ntk"), Linear(8, 1, parameterization="ntk")
+
+    def forward(self, x):
+        return self.b(nn.functional.leaky_relu(self.a(x), 0.2))
+
+
+def test_quadrature_duals_stay_within_the_memory_budget():
+    """A quadrature activation with a Gaussian pre-activation modulation: coefficient grids of (points × v-nodes ×
+    terms) are chunked and counted in the block size, so a small budget still works (and gives the same numbers)."""
+    net = Network.mlp(1, "tanh", v=d.Normal(0, 1))
+    x = RNG.normal(size=(40, 4))
+    ref = infinite_width_kernels(x, network=net)
+    small = infinite_width_kernels(x, network=net, memory="8MiB")
+    assert np.allclose(small.ntk_same, ref.ntk_same, rtol=1e-13)

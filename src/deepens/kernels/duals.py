@@ -301,6 +301,9 @@ def _hermite(x: np.ndarray, terms: int) -> np.ndarray:
     return h
 
 
+_CHUNK = 2**22  # activation values evaluated at once by the quadrature duals
+
+
 def _contract(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Σ_v a[..., v] b[..., v] over the broadcast of the leading axes, as one einsum: axes where only one
     operand varies become the rows / columns of a matrix product (no broadcast copy of size grid × V)."""
@@ -353,18 +356,32 @@ class QuadratureDual(Dual):
 
     def _coefficients(self, q: torch.Tensor, vn: torch.Tensor):
         """Per point (shape of q) and v node m: coefficients of φ(v√q ξ), v φ′(v√q ξ), √q ξ φ′(v√q ξ),
-        each of shape q.shape + (V, T)."""
+        each of shape q.shape + (V, T); evaluated over chunks of points so the (points, V, K) grid of
+        activation values stays under ~32 MiB."""
         xi, ht = self.xi.to(q), self.h.T.to(q)  # (K,), (K, T)
-        s = torch.sqrt(torch.clamp(q, min=0.0))[..., None, None]
-        z = vn[:, None] * s * xi  # (..., V, K)
-        f, df = self._values(z)
-        return f @ ht, (vn[:, None] * df) @ ht, (s * xi * df) @ ht
+        flat = q.reshape(-1)
+        step = max(1, _CHUNK // (vn.numel() * xi.numel()))
+        parts = []
+        for start in range(0, flat.numel(), step):
+            s = torch.sqrt(torch.clamp(flat[start:start + step], min=0.0))[:, None, None]
+            z = vn[:, None] * s * xi  # (n, V, K)
+            f, df = self._values(z)
+            parts.append((f @ ht, (vn[:, None] * df) @ ht, (s * xi * df) @ ht))
+        shape = tuple(q.shape) + (vn.numel(), ht.shape[1])
+        return tuple(torch.cat(column).reshape(shape) for column in zip(*parts, strict=True))
 
     def _direct(self, q: torch.Tensor, v: Distribution | None, same: bool):
         """Exact (1-D quadrature) values at identical points x = x′ with variance q (any shape)."""
+        xi = self.xi.to(q)
+        vn, vw = (torch.from_numpy(a).to(q) for a in v_rule(v, float(q.max()) if q.numel() else 1.0))
+        flat = q.reshape(-1)
+        step = max(1, _CHUNK // (vn.numel() * xi.numel()))
+        parts = [self._direct_chunk(flat[i:i + step], vn, vw, same) for i in range(0, flat.numel(), step)]
+        return tuple(torch.cat(column).reshape(q.shape) for column in zip(*parts, strict=True))
+
+    def _direct_chunk(self, q: torch.Tensor, vn: torch.Tensor, vw: torch.Tensor, same: bool):
         xi, wk = self.xi.to(q), self.w.to(q)
         s = torch.sqrt(torch.clamp(q, min=0.0))
-        vn, vw = (torch.from_numpy(a).to(q) for a in v_rule(v, float(s.max()) ** 2 if s.numel() else 1.0))
         z = vn[:, None] * s[..., None, None] * xi  # (..., V, K)
         f, df = self._values(z)
         g = vn[:, None] * df

@@ -79,10 +79,10 @@ def monte_carlo_kernels(
     nngp_samples, ntk_samples = [], []
     outputs = 0
     for d in range(draws):
-        net = copy.deepcopy(module).to(device=device, dtype=dtype)
-        with seeded(seed + d):
+        net = copy.deepcopy(module).cpu()
+        with seeded(seed + d):  # drawn on the CPU: the same draws on every device
             reinitialize(net)
-        net.eval()
+        net = net.to(device=device, dtype=dtype).eval()
         with torch.no_grad():
             fa = net(a).reshape(a.shape[0], -1)
             fb = fa if x2 is None else net(b).reshape(b.shape[0], -1)

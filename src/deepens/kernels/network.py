@@ -28,7 +28,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from ..errors import DeepensError, check_choice, check_int, check_real
-from ..layers.activations import Erf, is_activation_module
+from ..layers.activations import ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, Erf, is_activation_module
 from ..layers.distributions import Distribution, parse_distribution
 from ..layers.parameterized import PARAMETERIZATIONS
 
@@ -96,6 +96,8 @@ class Conv(Dense):
         pad = self.padding
         if isinstance(pad, int):
             pad = ((pad, pad),) * dims
+        elif all(isinstance(p, int) for p in pad):  # one symmetric padding per axis
+            pad = tuple((p, p) for p in pad)
         pad = tuple((check_int("padding", lo, minimum=0), check_int("padding", hi, minimum=0)) for lo, hi in pad)
         if len(pad) != dims:
             raise DeepensError(f"padding: expected one (low, high) pair per spatial axis ({dims}), "
@@ -337,6 +339,28 @@ _NO_CLOSED_FORM = {
 _ACTIVATION_NAMES = {nn.ReLU: "relu", Erf: "erf", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.SiLU: "silu"}
 _FUNCTION_NAMES = {torch.relu: "relu", F.relu: "relu", torch.erf: "erf", torch.tanh: "tanh", F.tanh: "tanh",
                    torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.silu: "silu"}
+_VANISH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
+_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten)
+
+
+class _Bound:
+    """An activation function called with extra arguments (``F.leaky_relu(x, 0.2)``), as one elementwise map."""
+
+    def __init__(self, fn, args: tuple, kwargs: dict) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.__name__ = getattr(fn, "__name__", "activation")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, *self.args, **self.kwargs)
+
+
+def _function_activation(node: fx.Node):
+    """The activation a ``call_function`` node applies: a closed-form name, or the function with its arguments."""
+    extra, kwargs = tuple(node.args[1:]), dict(node.kwargs)
+    kwargs.pop("inplace", None)
+    if node.target in _FUNCTION_NAMES and not extra and not kwargs:
+        return _FUNCTION_NAMES[node.target]
+    return _Bound(node.target, extra, kwargs)
 
 
 def _activation_of(module: nn.Module):
@@ -403,7 +427,23 @@ class _Reader:
         root, graph = self._graph()
         ops: list = []
         current = None
-        pending_v: Modulation | None = None
+        pending: tuple | None = None  # (modulation, name) not yet followed by an activation or a weight layer
+
+        def flush() -> None:
+            """The pending modulation reaches a weight layer: it multiplies an output (post-activation u)."""
+            nonlocal pending
+            if pending is not None:
+                ops.append(Modulate(pending[0].distribution, pending[0].trainable, name=pending[1]))
+                pending = None
+
+        def take_v() -> tuple[Distribution | None, bool]:
+            """The pending modulation reaches an activation: it is the pre-activation v."""
+            nonlocal pending
+            if pending is None:
+                return None, False
+            mod, pending = pending[0], None
+            return mod.distribution, bool(mod.trainable)
+
         for node in graph.nodes:
             if node.op == "placeholder":
                 if current is not None:
@@ -427,33 +467,43 @@ class _Reader:
             name = str(node.target)
             if node.op == "call_module":
                 sub = root.get_submodule(node.target)
-                passes = is_activation_module(sub) or isinstance(sub, (nn.Identity, nn.Dropout))
-                if pending_v is not None and not passes:
-                    ops.append(Modulate(pending_v.distribution, pending_v.trainable, name=f"{name}:v"))
-                    pending_v = None
-                op = self._module_op(sub, name, pending_v)
-                if isinstance(sub, Modulation):
+                if isinstance(sub, (Tile, *_VANISH)):
+                    pass  # identity and (evaluation-mode) dropout: a pending modulation passes through
+                elif isinstance(sub, Modulation):
+                    if sub.resample:
+                        raise self.refuse(f"modulation {name!r}", "masks redrawn at every forward (resample=True) "
+                                          "have no fixed kernel; use fixed masks")
                     if sub.distribution is None:
                         raise DeepensError(f"module: modulation {name!r} has no distribution to read")
-                    pending_v = sub
+                    if pending is not None:
+                        raise self.refuse(f"modulations {pending[1]!r} and {name!r}", "two random modulations act "
+                                          "on one pre-activation (a layer without an activation)")
+                    pending = (sub, name)
                 elif isinstance(sub, ModulatedReadout):
+                    flush()
                     if self.mask is None:
                         raise DeepensError(f"module: the readout masks of {self.label} have no distribution to read")
                     ops.append(Modulate(self.mask, trainable=False, name=f"{name}:mask"))
                     ops.append(Dense(**_weights(sub.readout, name)))
-                elif isinstance(sub, Tile):
-                    pass
+                elif is_activation_module(sub):
+                    if any(True for _ in sub.parameters()):
+                        raise self.refuse(f"activation {name!r} ({type(sub).__name__})",
+                                          "its trainable parameters have no infinite-width limit here")
+                    v, train_v = take_v()
+                    ops.append(Activation(_activation_of(sub), v, train_v, name=name))
+                elif isinstance(sub, _POOLS):
+                    ops.append(self._module_op(sub, name))  # commutes with per-channel modulations
                 else:
-                    if is_activation_module(sub):
-                        pending_v = None
-                    if op is not None:
-                        ops.append(op)
+                    flush()
+                    op = self._module_op(sub, name)
+                    if isinstance(op, Conv) and sub.groups != 1 and not any(isinstance(o, Dense) for o in ops):
+                        raise self.refuse(f"layer {name!r} (groups={sub.groups}) as the first layer",
+                                          "each group sees its own finite set of input channels")
+                    ops.append(op)
             elif node.op == "call_function":
-                if node.target in _FUNCTION_NAMES:
-                    v = pending_v
-                    ops.append(Activation(_FUNCTION_NAMES[node.target], None if v is None else v.distribution,
-                                          bool(v is not None and v.trainable), name=node.name))
-                    pending_v = None
+                if node.target in ACTIVATION_FUNCTIONS:
+                    v, train_v = take_v()
+                    ops.append(Activation(_function_activation(node), v, train_v, name=node.name))
                 elif node.target is torch.flatten and _flatten_args(node):
                     ops.append(Flatten(node.name))
                 elif node.target in (F.dropout, operator.pos):
@@ -464,25 +514,24 @@ class _Reader:
             elif node.op == "call_method":
                 if node.target == "flatten" and _flatten_args(node):
                     ops.append(Flatten(node.name))
-                elif node.target in ("relu", "tanh", "sigmoid", "erf"):
-                    v = pending_v
-                    ops.append(Activation(node.target, None if v is None else v.distribution,
-                                          bool(v is not None and v.trainable), name=node.name))
-                    pending_v = None
+                elif node.target in ACTIVATION_METHODS and len(node.args) == 1 and not node.kwargs:
+                    v, train_v = take_v()
+                    ops.append(Activation(node.target, v, train_v, name=node.name))
                 else:
                     raise self.refuse(f"method .{node.target}()", "use nn.Flatten or torch.flatten(x, 1)")
             current = node
-        if pending_v is not None:
-            ops.append(Modulate(pending_v.distribution, pending_v.trainable, name="output:v"))
-        if not any(isinstance(op, Dense) for op in ops):
+        flush()
+        weights = [i for i, op in enumerate(ops) if isinstance(op, Dense)]
+        if not weights:
             raise DeepensError(f"module: expected at least one Linear or Conv layer in {self.label}")
+        for i, op in enumerate(ops):
+            outside = i < weights[0] or i > weights[-1]
+            if outside and (isinstance(op, Modulate) or (isinstance(op, Activation) and op.v is not None)):
+                raise self.refuse(f"modulation {op.name!r} of the network's inputs or outputs", "over finitely many "
+                                  "coordinates its kernel does not self-average (it stays random as widths grow)")
         return ops
 
-    def _module_op(self, sub: nn.Module, name: str, pending_v):
-        from ..layers.members import ModulatedReadout, Modulation, Tile
-
-        if isinstance(sub, (Modulation, Tile, ModulatedReadout, nn.Identity, nn.Dropout)):
-            return None  # modulations are handled by the caller; identity and (evaluation-mode) dropout vanish
+    def _module_op(self, sub: nn.Module, name: str):
         if isinstance(sub, nn.Linear):
             return Dense(**_weights(sub, name))
         if isinstance(sub, (nn.Conv1d, nn.Conv2d)):
@@ -502,10 +551,6 @@ class _Reader:
                 pad = tuple((p, p) for p in sub.padding)
             return Conv(**_weights(sub, name), kernel_size=k, stride=tuple(sub.stride), padding=pad, dilation=dil,
                         padding_mode=sub.padding_mode)
-        if is_activation_module(sub):
-            v = pending_v
-            return Activation(_activation_of(sub), None if v is None else v.distribution,
-                              bool(v is not None and v.trainable), name=name)
         if isinstance(sub, (nn.AvgPool1d, nn.AvgPool2d)):
             if sub.ceil_mode or sub.divisor_override is not None:
                 raise self.refuse(f"layer {name!r}", "ceil_mode and divisor_override are not supported")

@@ -154,11 +154,15 @@ class StackedConv(_Stacked):
     def __init__(self, layers: Sequence[nn.Conv1d | nn.Conv2d], ctx: MemberContext, entry: bool = False):
         super().__init__()
         first = layers[0]
-        if first.padding_mode != "zeros":
+        if first.padding_mode not in ("zeros", "circular"):
             raise DeepensError(
-                f"net: only zero-padded convolutions are supported, got padding_mode={first.padding_mode!r}"
+                f"net: only zero and circular padding are supported, got padding_mode={first.padding_mode!r}"
             )
+        if isinstance(first.padding, str) and first.padding_mode != "zeros":
+            raise DeepensError("net: circular padding needs explicit padding sizes, not padding='same'")
         self._init_stack(layers, ctx, entry)
+        self.padding_mode = first.padding_mode
+        self._circular = tuple(first._reversed_padding_repeated_twice) if first.padding_mode == "circular" else None
         self.dims = first.weight.dim() - 2
         self.stride = first.stride
         self.padding = first.padding
@@ -175,19 +179,23 @@ class StackedConv(_Stacked):
         b = None
         if self.bias is not None:
             b = (self.bias if self.bias_scale == 1.0 else self.bias * self.bias_scale).reshape(m * c_out)
+        padding = self.padding
+        if self._circular is not None:  # as nn.Conv*d does: pad the input circularly, then a valid convolution
+            x = F.pad(x, self._circular, mode="circular")
+            padding = 0
         c_in = x.shape[1]
         spatial = tuple(x.shape[2:])
         if self.entry and self.ctx.shared:
             batch = x.shape[0]
             if self.groups == 1:
-                y = conv(x, w, b, self.stride, self.padding, self.dilation, 1)
+                y = conv(x, w, b, self.stride, padding, self.dilation, 1)
             else:
                 xs = x.repeat((1, m) + (1,) * self.dims)
-                y = conv(xs, w, b, self.stride, self.padding, self.dilation, m * self.groups)
+                y = conv(xs, w, b, self.stride, padding, self.dilation, m * self.groups)
         else:
             batch = x.shape[0] // m
             xs = x.reshape((m, batch, c_in) + spatial).transpose(0, 1).reshape((batch, m * c_in) + spatial)
-            y = conv(xs, w, b, self.stride, self.padding, self.dilation, m * self.groups)
+            y = conv(xs, w, b, self.stride, padding, self.dilation, m * self.groups)
         out_spatial = tuple(y.shape[2:])
         y = y.reshape((batch, m, c_out) + out_spatial).transpose(0, 1)
         return y.reshape((m * batch, c_out) + out_spatial)
