@@ -137,14 +137,37 @@ def _window(start: int, size: int, stride: int) -> slice:
 
 
 def _conv(t: torch.Tensor, lead: int, copies: int, op: Conv, out: tuple[int, ...]) -> torch.Tensor:
-    """Σ_j K(s·p + d·j, s·p′ + d·j) / k over the window offsets j (the same j for both points)."""
-    t = _pad(t, lead, copies, op.padding, op.padding_mode)
-    acc = None
-    for j in itertools.product(*(range(k) for k in op.kernel_size)):
-        spatial = tuple(_window(jj * d, o, s) for jj, d, o, s in zip(j, op.dilation, out, op.stride, strict=True))
-        piece = t[(slice(None),) * lead + spatial * copies]
-        acc = piece.clone() if acc is None else acc.add_(piece)
-    return acc / math.prod(op.kernel_size)
+    """Σ_j K(s·p + d·j, s·p′ + d·j) / k over the window offsets j (the same j for both points), one spatial
+    axis at a time (Σ_d k_d strided additions instead of Π_d k_d). Zero padding is not materialised: an offset
+    adds only the output range whose source lies inside the map."""
+    dims = op.dims
+    for axis in range(dims):
+        k, s, dil, (lo, hi) = op.kernel_size[axis], op.stride[axis], op.dilation[axis], op.padding[axis]
+        size, n_out = t.shape[lead + axis], out[axis]
+        axes = [lead + c * dims + axis for c in range(copies)]
+        if op.padding_mode == "circular" and (lo or hi):
+            pads = [(0, 0)] * dims
+            pads[axis] = (lo, hi)
+            t = _pad(t, lead, copies, pads, "circular")
+            size, lo = t.shape[lead + axis], 0
+        shape = list(t.shape)
+        for a in axes:
+            shape[a] = n_out
+        acc = t.new_zeros(shape)
+        for j in range(k):
+            shift = dil * j - lo  # source index = s·o + shift
+            first = max(0, -(shift // s))  # the first output whose source s·o + shift is >= 0
+            last = min(n_out - 1, (size - 1 - shift) // s)
+            if last < first:
+                continue
+            target = [slice(None)] * t.dim()
+            source = [slice(None)] * t.dim()
+            for a in axes:
+                target[a] = slice(first, last + 1)
+                source[a] = slice(s * first + shift, s * last + shift + 1, s)
+            acc[tuple(target)] += t[tuple(source)]
+        t = acc.div_(k)
+    return t
 
 
 def _pool(t: torch.Tensor, lead: int, copies: int, op: AvgPool, out: tuple[int, ...]) -> torch.Tensor:
@@ -321,7 +344,8 @@ class _Kernels:
         v = op.v
         if isinstance(v, Moments) and dual.name not in ("relu", "identity"):
             raise DeepensError(f"v: layer {op.name!r} needs v's distribution for activation {dual.name!r}")
-        phi_s, tdot_s, phiz_s = dual.same(q1, q2, self.nngp, v)
+        want_phiz = self.with_ntk and self.ind is not None and v is not None and op.train_v
+        phi_s, tdot_s, phiz_s = dual.same(q1, q2, self.nngp, v, tdot=self.with_ntk, phiz=want_phiz)
         if self.with_ntk:
             if self.ind is not None:
                 self.ind = tdot_s * self.ind

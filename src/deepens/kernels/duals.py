@@ -96,15 +96,16 @@ def _grid(q1, q2, c):
 
 
 def _rho(q1, q2, c):
-    """Correlation c/√(q1 q2) clamped to [−1, 1] (0 where a variance vanishes) and √(q1 q2)."""
-    denom = torch.sqrt(torch.clamp(q1, min=0.0) * torch.clamp(q2, min=0.0))
-    rho = torch.where(denom > 0, c / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(c))
-    rho = torch.clamp(rho, -1.0, 1.0)
+    """Correlation c/√(q1 q2) clamped to [−1, 1] (0 where a variance vanishes), and √q1, √q2 (as shaped)."""
+    s1, s2 = torch.sqrt(torch.clamp(q1, min=0.0)), torch.sqrt(torch.clamp(q2, min=0.0))
+    r1 = torch.where(s1 > 0, 1.0 / torch.where(s1 > 0, s1, torch.ones_like(s1)), torch.zeros_like(s1))
+    r2 = torch.where(s2 > 0, 1.0 / torch.where(s2 > 0, s2, torch.ones_like(s2)), torch.zeros_like(s2))
+    rho = (c * r1 * r2).clamp_(-1.0, 1.0)
     # within rounding of ±1 (e.g. x = x′): snap, since arccos turns an error ε into √(2ε)
     eps = 4e-15 if rho.dtype == torch.float64 else 2e-7
-    rho = torch.where(rho > 1.0 - eps, torch.ones_like(rho), rho)
-    rho = torch.where(rho < -1.0 + eps, -torch.ones_like(rho), rho)
-    return rho, denom
+    rho.masked_fill_(rho > 1.0 - eps, 1.0)
+    rho.masked_fill_(rho < -1.0 + eps, -1.0)
+    return rho, s1, s2
 
 
 def v_rule(dist: Distribution | None, q_max: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -184,8 +185,8 @@ class Dual:
 
     name = "dual"
 
-    def same(self, q1, q2, c, v: Distribution | None):
-        """(Φ, Ṫ, Φz) with v₁ = v₂ = v."""
+    def same(self, q1, q2, c, v: Distribution | None, *, tdot: bool = True, phiz: bool = True):
+        """(Φ, Ṫ, Φz) with v₁ = v₂ = v; ``tdot`` / ``phiz`` False skip those (None in their place)."""
         raise NotImplementedError
 
     def cross(self, q1, q2, c, v: Distribution | None):
@@ -202,37 +203,48 @@ class ReluDual(Dual):
 
     @staticmethod
     def _arc(q1, q2, c):
-        rho, denom = _rho(q1, q2, c)
+        """(ρ, θ = arccos ρ, sin θ, √q1, √q2); ρ is not used after θ and sin θ are formed."""
+        rho, s1, s2 = _rho(q1, q2, c)
         theta = torch.arccos(rho)
-        sin = torch.sqrt(torch.clamp(1.0 - rho * rho, min=0.0))
-        return rho, denom / _TWO_PI, theta, sin
+        sin = (rho * rho).neg_().add_(1.0).clamp_(min=0.0).sqrt_()
+        return rho, theta, sin, s1, s2
+
+    @staticmethod
+    def _scaled(t, s1, s2):
+        """t · √(q1 q2) / (2π), in place when the shapes allow."""
+        out = t * s1 if t.shape != torch.broadcast_shapes(t.shape, s1.shape) else t.mul_(s1)
+        out = out * s2 if out.shape != torch.broadcast_shapes(out.shape, s2.shape) else out.mul_(s2)
+        return out.div_(_TWO_PI)
 
     @classmethod
     def k1(cls, q1, q2, c):
-        rho, scale, theta, sin = cls._arc(*_grid(q1, q2, c))
-        return scale * (sin + (math.pi - theta) * rho)
+        rho, theta, sin, s1, s2 = cls._arc(*_grid(q1, q2, c))
+        return cls._scaled(theta.neg_().add_(math.pi).mul_(rho).add_(sin), s1, s2)
 
     @classmethod
     def k0(cls, q1, q2, c):
-        _, _, theta, _ = cls._arc(*_grid(q1, q2, c))
-        return (math.pi - theta) / _TWO_PI
+        _, theta, _, _, _ = cls._arc(*_grid(q1, q2, c))
+        return theta.neg_().add_(math.pi).div_(_TWO_PI)
 
-    def same(self, q1, q2, c, v=None):
+    def same(self, q1, q2, c, v=None, *, tdot=True, phiz=True):
         q1, q2, c = _grid(q1, q2, c)
         _, _, v2, p0 = _sign_moments(v)
-        rho, scale, theta, sin = self._arc(q1, q2, c)
-        k1 = scale * (sin + (math.pi - theta) * rho)
-        return v2 * k1, v2 * (math.pi - theta) / _TWO_PI, (1.0 - p0) * k1
+        rho, theta, sin, s1, s2 = self._arc(q1, q2, c)
+        angle = theta.neg_().add_(math.pi)  # π − θ
+        t = angle * (v2 / _TWO_PI) if tdot else None
+        k1 = self._scaled(angle.mul_(rho).add_(sin), s1, s2)  # √(q1q2)/(2π) (sin θ + (π − θ) ρ)
+        z = (1.0 - p0) * k1 if phiz else None
+        return (k1.mul_(v2) if v2 != 1.0 else k1), t, z
 
     def cross(self, q1, q2, c, v=None):
         q1, q2, c = _grid(q1, q2, c)
         pos, neg, _, _ = _sign_moments(v)
         aligned, opposed = pos * pos + neg * neg, 2.0 * pos * neg
-        rho, scale, theta, sin = self._arc(q1, q2, c)
-        phi = aligned * scale * (sin + (math.pi - theta) * rho)
+        rho, theta, sin, s1, s2 = self._arc(q1, q2, c)
+        phi = aligned * self._scaled((math.pi - theta) * rho + sin, s1, s2)
         tdot = aligned * (math.pi - theta) / _TWO_PI
         if opposed:
-            phi = phi + opposed * scale * (sin - theta * rho)
+            phi = phi + opposed * self._scaled(sin - theta * rho, s1, s2)
             tdot = tdot - opposed * theta / _TWO_PI
         return phi, tdot
 
@@ -240,10 +252,10 @@ class ReluDual(Dual):
 class IdentityDual(Dual):
     name = "identity"
 
-    def same(self, q1, q2, c, v=None):
+    def same(self, q1, q2, c, v=None, *, tdot=True, phiz=True):
         v2 = 1.0 if v is None else v.second_moment
         c = _tensor(c)
-        return v2 * c, torch.full_like(c, v2), c
+        return v2 * c, torch.full_like(c, v2) if tdot else None, c if phiz else None
 
     def cross(self, q1, q2, c, v=None):
         v1 = 1.0 if v is None else v.first_moment
@@ -270,7 +282,7 @@ class ErfDual(Dual):
     def _tdot(self, q1, q2, c, a, b):
         return (4.0 / math.pi) * a * b / torch.sqrt(self._det(q1, q2, c, a, b))
 
-    def same(self, q1, q2, c, v=None):
+    def same(self, q1, q2, c, v=None, *, tdot=True, phiz=True):
         q1, q2, c = _grid(q1, q2, c)
         nodes, weights = v_rule(v, float(max(q1.max(), q2.max())))
         phi = tdot = phiz = 0.0
@@ -410,26 +422,26 @@ class QuadratureDual(Dual):
             out = out * rho + term(n)
         return out
 
-    def _matrix(self, q1, q2, c, v, same):
+    def _matrix(self, q1, q2, c, v, same, tdot=True, phiz=True):
         q1, q2, c = _grid(q1, q2, c)
-        rho, _ = _rho(q1, q2, c)
+        rho = _rho(q1, q2, c)[0]
         q_max = float(max(q1.max(), q2.max())) if q1.numel() and q2.numel() else 1.0
         vn, vw = (torch.from_numpy(a).to(c) for a in v_rule(v, q_max))
         a1, b1, c1 = self._coefficients(q1, vn)
         a2, b2, c2 = (a1, b1, c1) if q2 is q1 else self._coefficients(q2, vn)
-        results = [self._series(a1, a2, rho, vw, same), self._series(b1, b2, rho, vw, same)]
+        results = [self._series(a1, a2, rho, vw, same), self._series(b1, b2, rho, vw, same) if tdot else None]
         if same:
-            results.append(self._series(c1, c2, rho, vw, same))
+            results.append(self._series(c1, c2, rho, vw, same) if phiz else None)
         tol = 1e-13 if c.dtype == torch.float64 else 1e-6
         identical = (rho >= 1.0 - tol) & torch.isclose(q1, q2, rtol=1e-12 if c.dtype == torch.float64 else 1e-6,
                                                           atol=0.0)
         if bool(identical.any()):  # x = x′: the truncated series is least accurate there; direct quadrature
             exact = self._direct(q1, v, same)  # depends on q1 = q2 only: broadcasts
-            results = [torch.where(identical, e, r) for r, e in zip(results, exact, strict=True)]
+            results = [None if r is None else torch.where(identical, e, r) for r, e in zip(results, exact, strict=True)]
         return tuple(results)
 
-    def same(self, q1, q2, c, v=None):
-        return self._matrix(q1, q2, c, v, True)
+    def same(self, q1, q2, c, v=None, *, tdot=True, phiz=True):
+        return self._matrix(q1, q2, c, v, True, tdot, phiz)
 
     def cross(self, q1, q2, c, v=None):
         return self._matrix(q1, q2, c, v, False)
