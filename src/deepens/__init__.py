@@ -43,6 +43,8 @@ _LAZY = {
     "load_spec": "deepens.sweeps",
     "SweepSpec": "deepens.sweeps",
     "Store": "deepens.sweeps",
+    "Network": "deepens.kernels",
+    "infinite_width_kernels": "deepens.kernels",
 }
 
 
@@ -75,6 +77,8 @@ __all__ = [
     "CollegialMLP",
     "ResNeXtBottleneck",
     "ResNeXt29",
+    "Network",
+    "infinite_width_kernels",
     "train",
     "TrainConfig",
     "Trainer",
