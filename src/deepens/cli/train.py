@@ -25,11 +25,14 @@ OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
                                                                                    "(default: for an MLP)")),
     (("--augment",), "augment", dict(help="augment the training images by rotations: cK (full C_K orbits, e.g. "
                                           "c4, c8, c16) or so2 (a random rotation per sample and batch)")),
-    (("--model",), "model", dict(choices=MODELS, help="reference network (default mlp)")),
+    (("--model",), "model", dict(choices=MODELS, help="reference network: mlp (default), convnet (EE App. C), "
+                                "vgg16 or wrn (PL App. A, per-member batch norm in every ensemble)")),
     (("--widths",), "widths", dict(help="MLP hidden widths, e.g. 128,128 (default)")),
     (("--pool",), "pool", dict(choices=("max", "avg"), help="convnet pooling: max (EE App. C, default) or avg "
                                 "(closed-form infinite-width kernel)")),
-    (("--width",), "width", dict(type=float, help="width multiplier of MLP widths / ConvNet channels (default 1)")),
+    (("--width",), "width", dict(type=float, help="mlp / convnet: multiplier of the widths / channels (default 1); "
+                                "vgg16 / wrn: the paper's w (default 64 / 160)")),
+    (("--depth",), "depth", dict(type=int, help="wrn depth 6n + 4 (default 28)")),
     (("--activation",), "activation", dict(help="relu (default), erf, tanh, gelu, sigmoid, ...")),
     (("--bias",), "bias", dict(action=argparse.BooleanOptionalAction, help="biases in the MLP (default off)")),
     (("--parameterization",), "parameterization", dict(choices=("standard", "ntk"))),

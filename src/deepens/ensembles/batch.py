@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import DeepensError, check_int
 from ..layers.distributions import Distribution, Normal, parse_distribution
-from ..layers.members import Modulation, Tile
+from ..layers.members import Modulation, StackedBatchNorm, Tile
 from .base import Ensemble
 from .graph import trace
 
@@ -88,7 +88,9 @@ class BatchEnsemble(Ensemble):
 
     The shared weights are copied from ``net`` as it is; modulations are drawn with ``seed``. The first
     layer the input reaches computes a shared batch only once when no input modulation is present.
-    Frozen modulations may be redrawn at every forward with ``resample=True`` (MC dropout).
+    Frozen modulations may be redrawn at every forward with ``resample=True`` (MC dropout). Batch norms are per
+    member (each member's statistics, running buffers and affine parameters, which are individual); a
+    pre-activation modulation v goes after a layer's batch norm, right before its activation.
     """
 
     kind = "batch"
@@ -154,7 +156,7 @@ class BatchEnsemble(Ensemble):
         for site, v_dist, u_dist in zip(traced.sites[:-1], v_layers, u_layers, strict=True):
             layer = site.index + 1
             if v_dist is not None:
-                node = anchors.get(site.node, site.node)
+                node = anchors.get(site.pre, site.pre)
                 mod = modulation(v_dist, site.out_features, train["v"], site.feature_dim)
                 traced.insert_after(node, f"modulations.v{layer}", mod)
                 self.layout.append((f"v{layer}", layer, "pre-activation"))
@@ -173,13 +175,17 @@ class BatchEnsemble(Ensemble):
             mod = modulation(v_out, last.out_features, train["output"], last.feature_dim)
             traced.insert_after(anchors.get(last.node, last.node), f"modulations.v{hidden + 1}", mod)
             self.layout.append((f"v{hidden + 1}", hidden + 1, "output"))
+        self._norms = [target for _, target, _ in traced.norms]
+        for target in self._norms:  # batch norm per member (its statistics, buffers and affine parameters)
+            bn = traced.gm.get_submodule(target)
+            traced.replace_module(target, StackedBatchNorm([bn] * self.members, self.ctx))
         self.net = traced.finish()
         self.sample_shape = traced.sample_shape
         self.hidden_layers = hidden
         self.layer_names = [site.target for site in traced.sites]
 
     def _is_individual(self, name: str) -> bool:
-        return name.startswith("net.modulations.")
+        return name.startswith("net.modulations.") or any(name.startswith(f"net.{t}.") for t in self._norms)
 
     def modulations(self) -> dict[str, Modulation]:
         """The modulation modules by name (``u1``, ``v1``, ..., ``u0`` input, ``v{L+1}`` output)."""

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import DeepensError, check_int
-from ..layers.members import StackedConv, StackedLinear, Tile
+from ..layers.members import StackedBatchNorm, StackedConv, StackedLinear, Tile
 from .base import Ensemble
 from .graph import reinitialize, seeded, trace
 
@@ -50,7 +50,8 @@ class DeepEnsemble(Ensemble):
 
     Every ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` of the reference network becomes a stacked
     layer holding M weight sets (member axis first): dense layers run as one batched matmul,
-    convolutions as one grouped convolution; all other operations act sample by sample on the folded
+    convolutions as one grouped convolution; every ``nn.BatchNorm1d/2d`` a per-member batch norm (each
+    member's own statistics and running buffers); all other operations act sample by sample on the folded
     (M·B, ...) batch. Members never share parameters, so all parameters are individual.
 
     ``net`` is a template module (each member is a deep copy re-initialised with the module's own
@@ -84,11 +85,13 @@ class DeepEnsemble(Ensemble):
             layers = [m.get_submodule(site.target) for m in modules]
             cls = StackedConv if site.is_conv else StackedLinear
             traced.replace_module(site.target, cls(layers, self.ctx, entry=site is traced.entry))
+        for _, target, _ in traced.norms:  # batch norm per member: its own statistics and running buffers
+            traced.replace_module(target, StackedBatchNorm([m.get_submodule(target) for m in modules], self.ctx))
         if traced.entry is None:
             traced.insert_after(traced.placeholders[0], "tile", Tile(self.ctx))
         self.net = traced.finish()
         self.sample_shape = traced.sample_shape
-        self._targets = [site.target for site in traced.sites]
+        self._targets = [site.target for site in traced.sites] + [target for _, target, _ in traced.norms]
         object.__setattr__(self, "_template", copy.deepcopy(modules[0]).to("meta"))
 
     def _is_individual(self, name: str) -> bool:
@@ -110,6 +113,8 @@ class DeepEnsemble(Ensemble):
                 layer = module.get_submodule(target)
                 for name, value in stacked.member_state(index).items():
                     getattr(layer, name).copy_(value)
+            stacked_names = tuple(f"{t}." for t in self._targets)
             for name, buffer in module.named_buffers():
-                buffer.copy_(self.net.get_buffer(name))
+                if not name.startswith(stacked_names):
+                    buffer.copy_(self.net.get_buffer(name))
         return module

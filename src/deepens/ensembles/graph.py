@@ -19,15 +19,16 @@ from torch import fx, nn
 from ..errors import DeepensError
 from ..layers.activations import ACTIVATION_FUNCTIONS, ACTIVATION_METHODS, is_activation_module
 
-__all__ = ["PARAM_LAYERS", "Site", "Traced", "trace"]
+__all__ = ["PARAM_LAYERS", "NORM_LAYERS", "Site", "Traced", "trace"]
 
 PARAM_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d)
 _TRANSPARENT = (nn.Dropout, nn.Identity)
 
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, PARAM_LAYERS) or is_activation_module(m):
+        if isinstance(m, PARAM_LAYERS + NORM_LAYERS) or is_activation_module(m):
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -42,6 +43,11 @@ class Site:
     module: nn.Module
     post: fx.Node  # where the post-activation modulation u goes (after the activation, EE Eq. 1)
     has_activation: bool
+    pre: fx.Node | None = None  # where the pre-activation modulation v goes (after a batch norm; default: node)
+
+    def __post_init__(self) -> None:
+        if self.pre is None:
+            self.pre = self.node
 
     @property
     def is_conv(self) -> bool:
@@ -95,6 +101,7 @@ class Traced:
         self.gm = fx.GraphModule(tracer.root, graph, class_name=f"{type(net).__name__}Ensemble")
         self.reference = net
         self.sites: list[Site] = []
+        self.norms: list[tuple[fx.Node, str, nn.Module]] = []  # batch norms, in execution order
         seen: set[str] = set()
         for node in self.gm.graph.nodes:
             if node.op == "get_attr":
@@ -114,6 +121,8 @@ class Traced:
                                        f"between positions is not supported by {builder}")
                 seen.add(node.target)
                 self.sites.append(self._site(len(self.sites), node, module))
+            elif isinstance(module, NORM_LAYERS):
+                self.norms.append((node, str(node.target), module))
             elif not allow_other_parameters and any(True for _ in module.parameters(recurse=False)):
                 raise DeepensError(
                     f"net: module {node.target!r} ({type(module).__name__}) has parameters; {builder} stacks "
@@ -139,15 +148,19 @@ class Traced:
 
     def _site(self, index: int, node: fx.Node, module: nn.Module) -> Site:
         current = node
+        normed = False
         nxt = _single_user(current)
         while nxt is not None and nxt.op == "call_module" and isinstance(
-            self.gm.get_submodule(nxt.target), _TRANSPARENT
+            self.gm.get_submodule(nxt.target), _TRANSPARENT + NORM_LAYERS
         ):
+            normed = normed or isinstance(self.gm.get_submodule(nxt.target), NORM_LAYERS)
             current = nxt
             nxt = _single_user(current)
+        # after a batch norm, the pre-activation modulation goes behind it (a per-member norm would undo it)
+        pre = current if normed else node
         if nxt is not None and _is_activation_node(self.gm, nxt):
-            return Site(index, node, str(node.target), module, nxt, True)
-        return Site(index, node, str(node.target), module, node, False)
+            return Site(index, node, str(node.target), module, nxt, True, pre)
+        return Site(index, node, str(node.target), module, pre, False, pre)
 
     def _entry(self) -> Site | None:
         """The site the input flows into along a chain of single-user, per-sample operations, if any."""

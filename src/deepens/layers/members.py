@@ -30,7 +30,8 @@ from ..errors import DeepensError
 from .distributions import Distribution
 from .parameterized import scaled_bias, scaled_weight
 
-__all__ = ["MemberContext", "StackedLinear", "StackedConv", "Modulation", "Tile", "ModulatedReadout"]
+__all__ = ["MemberContext", "StackedLinear", "StackedConv", "StackedBatchNorm", "Modulation", "Tile",
+           "ModulatedReadout"]
 
 
 class MemberContext:
@@ -205,6 +206,82 @@ class StackedConv(_Stacked):
             f"members={self.members}, {self.in_channels}, {self.out_channels}, kernel_size="
             f"{tuple(self.weight.shape[3:])}, stride={self.stride}, padding={self.padding}, groups={self.groups}"
         )
+
+
+class StackedBatchNorm(nn.Module):
+    """M independent batch norms — each member's batch statistics, running buffers and affine parameters — on the
+    folded batch (M·B, C, ...), as one ``F.batch_norm`` over (B, M·C, ...): members never see each other's samples.
+
+    Parameters and buffers are stacked (M, C) (``num_batches_tracked`` (M,)); ``member_state`` gives member α's
+    under ``nn.BatchNorm``'s names.
+    """
+
+    def __init__(self, layers: Sequence[nn.modules.batchnorm._BatchNorm], ctx: MemberContext) -> None:
+        super().__init__()
+        first = layers[0]
+        for attr in ("num_features", "eps", "momentum", "affine", "track_running_stats"):
+            _same(attr, [getattr(layer, attr) for layer in layers])
+        self.ctx = ctx
+        self.num_features, self.eps, self.momentum = first.num_features, first.eps, first.momentum
+        self.affine, self.track_running_stats = first.affine, first.track_running_stats
+        if self.affine:
+            self.weight = _stack([layer.weight for layer in layers])
+            self.bias = _stack([layer.bias for layer in layers])
+        else:
+            self.weight = self.bias = None
+        if self.track_running_stats:
+            self.register_buffer("running_mean", torch.stack([la.running_mean for la in layers]).clone())
+            self.register_buffer("running_var", torch.stack([la.running_var for la in layers]).clone())
+            self.register_buffer("num_batches_tracked",
+                                 torch.stack([la.num_batches_tracked for la in layers]).clone())
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    @property
+    def members(self) -> int:
+        return self.ctx.members if self.weight is None else self.weight.shape[0]
+
+    def truncate_members_(self, k: int) -> None:
+        if self.affine:
+            self.weight = nn.Parameter(self.weight.detach()[:k].clone(), self.weight.requires_grad)
+            self.bias = nn.Parameter(self.bias.detach()[:k].clone(), self.bias.requires_grad)
+        if self.track_running_stats:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(self, name, getattr(self, name)[:k].clone())
+
+    def to_reference(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def member_state(self, index: int) -> dict[str, torch.Tensor]:
+        state = {}
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            value = getattr(self, name)
+            if value is not None:
+                state[name] = value.detach()[index]
+        return state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.members
+        batch, c, spatial = x.shape[0] // m, x.shape[1], tuple(x.shape[2:])
+        xs = x.reshape((m, batch, c) + spatial).transpose(0, 1).reshape((batch, m * c) + spatial)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm
+                factor = 1.0 / float(self.num_batches_tracked[0])
+        use_batch = self.training or self.running_mean is None
+        y = F.batch_norm(
+            xs,
+            None if self.running_mean is None else self.running_mean.view(-1),
+            None if self.running_var is None else self.running_var.view(-1),
+            None if self.weight is None else self.weight.reshape(-1),
+            None if self.bias is None else self.bias.reshape(-1),
+            use_batch, factor, self.eps,
+        )
+        return y.reshape((batch, m, c) + spatial).transpose(0, 1).reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"members={self.members}, {self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
 class Modulation(nn.Module):

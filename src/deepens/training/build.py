@@ -9,27 +9,33 @@ from ..ensembles import BatchEnsemble, DeepEnsemble, Ensemble, LastLayerDropout,
 from ..ensembles.graph import seeded
 from ..errors import DeepensError
 from ..layers.distributions import Distribution
-from ..models import MLP, ConvNet
-from .config import TrainConfig, parse_modulation
+from ..models import MLP, VGG16, ConvNet, WideResNet
+from .config import FAMILY_WIDTH, TrainConfig, parse_modulation
 
 __all__ = ["build_reference", "build_ensemble"]
 
 
 def build_reference(config: TrainConfig, data: Dataset) -> nn.Module:
     """The reference network for ``data``'s input shape and classes (initialised from ``config.seed``)."""
+    width = FAMILY_WIDTH[config.model] if config.width is None else config.width
     with seeded(config.seed):
         if config.model == "mlp":
             if len(data.input_shape) != 1:
                 raise DeepensError(
                     f"model: an MLP takes vectors, but the data has shape {data.input_shape}; use --flatten"
                 )
-            widths = [max(1, round(w * config.width)) for w in config.widths]
+            widths = [max(1, round(w * width)) for w in config.widths]
             return MLP(data.input_shape[0], widths, data.num_classes, activation=config.activation,
                        bias=config.bias, parameterization=config.parameterization,
                        bias_std=0.1 if config.bias and config.parameterization == "ntk" else 0.0)  # σ_b of NTK param
         if len(data.input_shape) != 3:
-            raise DeepensError(f"model: a convnet takes images (C, H, W), but the data has shape {data.input_shape}")
-        return ConvNet(data.input_shape[0], data.num_classes, width=config.width, activation=config.activation,
+            raise DeepensError(f"model: a {config.model} takes images (C, H, W), but the data has shape "
+                               f"{data.input_shape}")
+        if config.model == "vgg16":
+            return VGG16(data.num_classes, int(width), data.input_shape[0])
+        if config.model == "wrn":
+            return WideResNet(config.depth or 28, int(width), data.num_classes, data.input_shape[0])
+        return ConvNet(data.input_shape[0], data.num_classes, width=width, activation=config.activation,
                        parameterization=config.parameterization, pool=config.pool)
 
 

@@ -19,7 +19,10 @@ from ..layers.distributions import Distribution, parse_distribution
 __all__ = ["TrainConfig", "parse_modulation", "parse_gamma", "ENSEMBLES", "MODELS", "SCHEDULES"]
 
 ENSEMBLES = ("deep", "batch", "mc-dropout", "lld", "vectorized", "collegial")
-MODELS = ("mlp", "convnet")
+MODELS = ("mlp", "convnet", "vgg16", "wrn")
+# the default of ``width`` per family: a multiplier of the MLP widths / ConvNet channels (1), or the paper's w
+# (VGG16 at w = 64: PL's 15.3M parameters; WRN-28-10 at w = 160)
+FAMILY_WIDTH = {"mlp": 1.0, "convnet": 1.0, "vgg16": 64.0, "wrn": 160.0}
 SCHEDULES = ("constant", "step", "cosine", "ee")
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "mse")
@@ -70,7 +73,7 @@ def parse_gamma(gamma: Any) -> str | float | Callable[[int], float]:
 
 
 # options added after stores existed: left out of the canonical form at their defaults
-_LATER_FIELDS = {"pool": "max"}
+_LATER_FIELDS = {"pool": "max", "depth": None}
 
 
 @dataclass
@@ -87,7 +90,8 @@ class TrainConfig:
     # reference network
     model: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [128, 128])
-    width: float = 1.0  # width multiplier (MLP widths and ConvNet channels)
+    width: float | None = None  # MLP widths / ConvNet channels multiplier; the paper's w for vgg16 and wrn
+    depth: int | None = None  # WideResNet depth 6n + 4 (default 28)
     pool: str = "max"  # ConvNet pooling: max (EE App. C) or avg (closed-form infinite-width kernel)
     activation: str = "relu"
     bias: bool = False
@@ -142,14 +146,24 @@ class TrainConfig:
             image_augmentation(self.augment)
             if self.dataset not in ("digits", "cifar10", "cifar100"):
                 raise DeepensError(f"augment: rotations act on images (digits, cifar10, cifar100), not {self.dataset}")
-        if self.model == "convnet" and self.dataset in ("mnist1d", "gaussians"):
-            raise DeepensError(f"model: convnet needs image data (digits, cifar10, cifar100), not {self.dataset}")
-        if self.model == "convnet" and self.flatten:
-            raise DeepensError("flatten: a convnet takes images; drop --flatten")
+        if self.model != "mlp" and self.dataset in ("mnist1d", "gaussians"):
+            raise DeepensError(f"model: {self.model} needs image data (digits, cifar10, cifar100), not {self.dataset}")
+        if self.model != "mlp" and self.flatten:
+            raise DeepensError(f"flatten: a {self.model} takes images; drop --flatten")
         if not isinstance(self.widths, (list, tuple)) or not self.widths:
             raise DeepensError(f"widths: expected a list of hidden widths such as 128,128, got {self.widths!r}")
         self.widths = [check_int("widths", w, minimum=1) for w in self.widths]
+        if self.width is None:
+            self.width = FAMILY_WIDTH[self.model]
         check_real("width", self.width, low=0.0, low_open=True)
+        if self.model in ("vgg16", "wrn") and float(self.width) != int(self.width):
+            raise DeepensError(f"width: the {self.model}'s w is a number of filters, got {self.width}")
+        if self.depth is not None:
+            if self.model != "wrn":
+                raise DeepensError(f"depth: only the wrn has a depth to choose, not the {self.model}")
+            depth = check_int("depth", self.depth, minimum=10)
+            if (depth - 4) % 6:
+                raise DeepensError(f"depth: expected 6n + 4 (10, 16, 22, 28, 40, ...), got {self.depth}")
         check_choice("ensemble", self.ensemble, ENSEMBLES)
         check_int("members", self.members, minimum=1)
         check_int("multiplicity", self.multiplicity, minimum=1)
