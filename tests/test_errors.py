@@ -46,8 +46,8 @@ CASES = [
     ("not a module", lambda: d.BatchEnsemble("mlp", 2), ["net", "nn.Module"]),
     (
         "unsupported parameter layer",
-        lambda: d.DeepEnsemble(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), 2),
-        ["net", "BatchNorm1d", "vectorize"],
+        lambda: d.DeepEnsemble(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)), 2),
+        ["net", "LayerNorm", "vectorize"],
     ),
     (
         "conv readout for LLD",

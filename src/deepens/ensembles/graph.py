@@ -126,7 +126,7 @@ class Traced:
             elif not allow_other_parameters and any(True for _ in module.parameters(recurse=False)):
                 raise DeepensError(
                     f"net: module {node.target!r} ({type(module).__name__}) has parameters; {builder} stacks "
-                    "only nn.Linear / nn.Conv1d / nn.Conv2d layers (use deepens.vectorize for BatchNorm and "
+                    "only nn.Linear / nn.Conv1d / nn.Conv2d and batch-norm layers (use deepens.vectorize for "
                     "other layers with parameters)"
                 )
         if not self.sites:
