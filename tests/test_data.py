@@ -219,3 +219,72 @@ def test_independent_batches_give_each_member_a_permutation():
     for member in full:
         assert sorted(member.tolist()) == list(range(20))
     assert not torch.equal(full[0], full[1])
+
+
+def _idx(path, array, gz):
+    """Write ``array`` in the idx format of (Fashion-)MNIST (uint8), gzip-compressed when ``gz``."""
+    import gzip
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def _write_mnist(folder, n_train=20, n_test=6, gz=True, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"train": (rng.integers(0, 256, (n_train, 28, 28)), np.arange(n_train) % 10),
+            "t10k": (rng.integers(0, 256, (n_test, 28, 28)), rng.integers(0, 10, n_test))}
+    suffix = ".gz" if gz else ""
+    for split, (x, y) in data.items():
+        _idx(folder / f"{split}-images-idx3-ubyte{suffix}", x, gz)
+        _idx(folder / f"{split}-labels-idx1-ubyte{suffix}", y, gz)
+    return data
+
+
+@pytest.mark.parametrize("name,layout,gz", [("mnist", "", True), ("fashion-mnist", "FashionMNIST/raw", False),
+                                            ("mnist", "MNIST/raw", False)])
+def test_mnist_and_fashion_mnist_from_official_idx_files(tmp_path, name, layout, gz):
+    written = _write_mnist(tmp_path / layout if layout else tmp_path, gz=gz)
+    data = load_dataset(name, data_dir=str(tmp_path), val=4, seed=1)
+    assert data.input_shape == (1, 28, 28) and data.num_classes == 10
+    assert len(data.train) == 16 and len(data.val) == 4 and len(data.test) == 6
+    raw_x, raw_y = written["t10k"]
+    assert torch.equal(data.test.y, torch.tensor(raw_y))
+    # standardised with the 16 training images' statistics: the test images are one affine map of the raw ones
+    x = data.test.x.double().numpy().reshape(6, -1)
+    slope, intercept = np.polyfit(raw_x.reshape(6, -1).ravel() / 255, x.ravel(), 1)
+    assert np.allclose(slope * raw_x.reshape(6, -1) / 255 + intercept, x, atol=1e-5)
+    assert abs(float(data.train.x.double().mean())) < 1e-6 and abs(float(data.train.x.double().std()) - 1) < 1e-3
+    flat = load_dataset(name, data_dir=str(tmp_path), val=4, seed=1, flatten=True)
+    assert flat.input_shape == (784,) and torch.equal(flat.test.y, data.test.y)
+    assert float(flat.train.x.double().mean(0).abs().max()) < 1e-6  # vectors: standardised per feature
+
+
+def test_idx_files_are_checked(tmp_path):
+    _write_mnist(tmp_path, gz=False)
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    good = path.read_bytes()
+    path.write_bytes(good[:-10])  # truncated
+    with pytest.raises(d.DeepensError, match="truncated or corrupt"):
+        load_dataset("mnist", data_dir=str(tmp_path))
+    path.write_bytes(b"\x12\x34" + good[2:])
+    with pytest.raises(d.DeepensError, match="bad magic number"):
+        load_dataset("mnist", data_dir=str(tmp_path))
+    path.write_bytes(good)
+    (tmp_path / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(d.DeepensError, match="no mnist idx files"):
+        load_dataset("mnist", data_dir=str(tmp_path))
+    with pytest.raises(d.DeepensError, match="data_dir"):
+        load_dataset("fashion-mnist")
+
+
+def test_train_on_local_fashion_mnist_from_the_cli(tmp_path, cli):
+    _write_mnist(tmp_path / "data", n_train=40, n_test=10)
+    code, out, err = cli(["train", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "data", "--model", "vgg16",
+                          "--width", "2", "--members", "2", "--epochs", "1", "--out", tmp_path / "run", "--json"])
+    assert code == 0, err
+    result = __import__("json").loads(out)
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0 and result["params"]["total"] > 0
+    code, _, err = cli(["train", "--dataset", "mnist", "--out", tmp_path / "r2"])
+    assert code == 2 and "data_dir" in err

@@ -95,7 +95,7 @@ def add_study(sub) -> None:
     p.add_argument("--store", help="a sweep store shared with sweeps and other studies (default OUT/store): "
                                    "trainings done there with the same options are loaded, not trained")
     p.add_argument("--dataset", help="dataset of the embedded-ensemble parts: digits (default), mnist1d, gaussians, "
-                                     "cifar10, cifar100 (with --data-dir)")
+                                     "cifar10, cifar100, mnist, fashion-mnist (with --data-dir)")
     p.add_argument("--data-dir", help="folder with the CIFAR python batches")
     p.add_argument("--num-samples", type=int, help="samples to generate (mnist1d, gaussians)")
     p.add_argument("--model", choices=("mlp", "convnet"), help="reference network of the EE parts (default mlp)")

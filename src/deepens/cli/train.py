@@ -16,7 +16,8 @@ S = argparse.SUPPRESS
 
 # (flags, config field, argparse keyword arguments)
 OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
-    (("--dataset",), "dataset", dict(help="digits | mnist1d | cifar10 | cifar100 | gaussians (default digits)")),
+    (("--dataset",), "dataset", dict(help="digits | mnist1d | cifar10 | cifar100 | mnist | fashion-mnist | "
+                                "gaussians (default digits; CIFAR and MNIST from --data-dir)")),
     (("--data-dir",), "data_dir", dict(help="directory with the official CIFAR python files (no download)")),
     (("--num-samples",), "num_samples", dict(type=int, help="size of mnist1d (5000) / gaussians (2000)")),
     (("--val",), "val", dict(type=float, help="validation split held out from train: fraction, or a count >= 1 "

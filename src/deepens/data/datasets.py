@@ -5,6 +5,8 @@
   ``get_dataset``, which downloads): 40-dimensional sequences, 10 classes.
 * ``cifar10`` / ``cifar100`` — from a local directory in the official python-pickle format, read
   through a restricted unpickler that admits plain data only.
+* ``mnist`` / ``fashion-mnist`` — from a local directory in the official idx format (``train-images-idx3-ubyte``,
+  ``train-labels-idx1-ubyte``, ``t10k-...``; gzip-compressed ``.gz`` or raw), 28×28 grey images, 10 classes.
 * ``gaussians`` — a synthetic Gaussian-mixture classification problem.
 
 Every split is a pair of tensors held on the target device, so batching is indexing, never I/O.
@@ -25,9 +27,11 @@ import torch
 from ..errors import DeepensError, check_int, check_real
 from .unpickle import safe_load
 
-__all__ = ["Split", "Dataset", "load_dataset", "DATASETS"]
+__all__ = ["Split", "Dataset", "load_dataset", "read_idx", "DATASETS", "LOCAL_DATASETS", "IMAGE_DATASETS"]
 
-DATASETS = ("digits", "mnist1d", "cifar10", "cifar100", "gaussians")
+DATASETS = ("digits", "mnist1d", "cifar10", "cifar100", "mnist", "fashion-mnist", "gaussians")
+LOCAL_DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist")  # read from --data-dir, never downloaded
+IMAGE_DATASETS = ("digits", "cifar10", "cifar100", "mnist", "fashion-mnist")
 
 
 @dataclass
@@ -255,6 +259,74 @@ def _cifar(name: str, data_dir: str | None, seed: int, val, flatten: bool) -> Da
     )
 
 
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_FOLDERS = {"mnist": ("MNIST/raw", "mnist", "MNIST"), "fashion-mnist": ("FashionMNIST/raw", "fashion-mnist",
+                                                                          "fashion_mnist", "FashionMNIST")}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An array from a file in the idx format of (Fashion-)MNIST (gzip-compressed when the name ends in .gz):
+    magic 0x0000TTDD (type TT, DD dimensions), DD big-endian int32 sizes, then the values. A wrong magic number,
+    a truncated or over-long file is refused with a :class:`DeepensError` naming the file."""
+    import gzip
+
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DeepensError(f"{path}: cannot read it as an idx file ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
+        raise DeepensError(f"{path}: not an idx file (bad magic number {raw[:4].hex() if raw else 'empty'})")
+    dims = raw[3]
+    header = 4 + 4 * dims
+    if len(raw) < header:
+        raise DeepensError(f"{path}: truncated idx header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DeepensError(f"{path}: expected {expected} bytes for an idx array of shape {shape}, found {len(raw)} "
+                           "(truncated or corrupt)")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find_idx(data_dir: str | None, name: str) -> dict[str, Path]:
+    if not data_dir:
+        raise DeepensError(f"data_dir: {name} is read from a local directory; pass --data-dir DIR (no download)")
+    root = Path(data_dir).expanduser()
+    for folder in (root, *(root / f for f in _IDX_FOLDERS[name])):
+        found = {}
+        for key in ("train-images", "train-labels", "test-images", "test-labels"):
+            split, kind = key.split("-")
+            base = _IDX_FILES[split][0 if kind == "images" else 1]
+            path = next((folder / f for f in (base, base + ".gz", base.replace("-idx", ".idx"),
+                                              base.replace("-idx", ".idx") + ".gz") if (folder / f).is_file()), None)
+            if path is not None:
+                found[key] = path
+        if len(found) == 4:
+            return found
+    raise DeepensError(f"data_dir: no {name} idx files found in {root} (expected train-images-idx3-ubyte, "
+                       "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, raw or .gz)")
+
+
+def _idx_dataset(name: str, data_dir: str | None, seed: int, val, flatten: bool) -> Dataset:
+    files = _find_idx(data_dir, name)
+    arrays = {}
+    for split in ("train", "test"):
+        x, y = read_idx(files[f"{split}-images"]), read_idx(files[f"{split}-labels"])
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DeepensError(f"{files[f'{split}-images']}: expected images (N, H, W) and N labels, got {x.shape} "
+                               f"and {y.shape}")
+        if y.size and (y.min() < 0 or y.max() > 9):
+            raise DeepensError(f"{files[f'{split}-labels']}: expected labels 0..9, found {y.min()}..{y.max()}")
+        x = x[:, None].astype(np.float64) / 255.0
+        arrays[split] = (x.reshape(len(x), -1) if flatten else x, y.astype(np.int64))
+    return _finish(name, *arrays["train"], *arrays["test"], num_classes=10, val=val, seed=seed, image=not flatten,
+                   info={"source": str(files["train-images"].parent)})
+
+
 def _gaussians(seed: int, val, dim: int, classes: int, num_samples: int, separation: float) -> Dataset:
     dim = check_int("dim", dim, minimum=1)
     classes = check_int("classes", classes, minimum=2)
@@ -299,6 +371,8 @@ def load_dataset(
         data = _mnist1d(seed, val, 5000 if num_samples is None else num_samples)
     elif name in ("cifar10", "cifar100"):
         data = _cifar(name, data_dir, seed, val, flatten)
+    elif name in ("mnist", "fashion-mnist"):
+        data = _idx_dataset(name, data_dir, seed, val, flatten)
     elif name == "gaussians":
         data = _gaussians(seed, val, dim, classes, 2000 if num_samples is None else num_samples, separation)
     else:

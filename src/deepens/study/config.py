@@ -17,7 +17,7 @@ import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from ..data.datasets import DATASETS
+from ..data.datasets import DATASETS, IMAGE_DATASETS, LOCAL_DATASETS
 from ..errors import DeepensError, check_choice, check_int, check_real
 
 __all__ = ["StudyConfig", "PRESETS", "STUDY_FIELDS", "REFERENCE_FIELDS"]
@@ -254,12 +254,12 @@ class StudyConfig:
     def validate(self) -> StudyConfig:
         check_choice("preset", self.preset, PRESETS)
         check_choice("dataset", self.dataset, DATASETS)
-        if self.dataset in ("cifar10", "cifar100") and not self.data_dir:
+        if self.dataset in LOCAL_DATASETS and not self.data_dir:
             raise DeepensError(f"data_dir: {self.dataset} is read from a local directory; pass --data-dir DIR")
         check_choice("model", self.model, ("mlp", "convnet"))
         check_choice("pool", self.pool, ("max", "avg"))
         if self.model == "convnet" and self.dataset in ("mnist1d", "gaussians"):
-            raise DeepensError(f"model: convnet needs image data (digits, cifar10, cifar100), not {self.dataset}")
+            raise DeepensError(f"model: convnet needs image data ({', '.join(IMAGE_DATASETS)}), not {self.dataset}")
         if not isinstance(self.widths, (list, tuple)) or not self.widths:
             raise DeepensError(f"widths: expected a list of hidden widths such as 128,128, got {self.widths!r}")
         check_int("seed", self.seed, minimum=0)

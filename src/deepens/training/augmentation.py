@@ -17,14 +17,13 @@ from collections.abc import Callable
 
 import torch
 
-from ..data.datasets import Dataset, Split
+from ..data.datasets import IMAGE_DATASETS, Dataset, Split
 from ..errors import DeepensError
 from ..symmetry.actions import border_value
 from ..symmetry.augment import RandomAugmentation, augment_orbits, image_augmentation
 
 __all__ = ["augment_dataset", "IMAGE_DATASETS"]
 
-IMAGE_DATASETS = ("digits", "cifar10", "cifar100")
 
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..data.datasets import DATASETS
+from ..data.datasets import DATASETS, IMAGE_DATASETS, LOCAL_DATASETS
 from ..errors import DeepensError, check_choice, check_int, check_real
 from ..layers.distributions import Distribution, parse_distribution
 
@@ -134,7 +134,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         check_choice("dataset", self.dataset, DATASETS)
-        if self.dataset in ("cifar10", "cifar100") and not self.data_dir:
+        if self.dataset in LOCAL_DATASETS and not self.data_dir:
             raise DeepensError(f"data_dir: {self.dataset} is read from a local directory; pass --data-dir DIR")
         check_choice("model", self.model, MODELS)
         check_choice("pool", self.pool, ("max", "avg"))
@@ -144,10 +144,12 @@ class TrainConfig:
             from ..symmetry.augment import image_augmentation
 
             image_augmentation(self.augment)
-            if self.dataset not in ("digits", "cifar10", "cifar100"):
-                raise DeepensError(f"augment: rotations act on images (digits, cifar10, cifar100), not {self.dataset}")
+            if self.dataset not in IMAGE_DATASETS:
+                raise DeepensError(f"augment: rotations act on images ({', '.join(IMAGE_DATASETS)}), not "
+                                   f"{self.dataset}")
         if self.model != "mlp" and self.dataset in ("mnist1d", "gaussians"):
-            raise DeepensError(f"model: {self.model} needs image data (digits, cifar10, cifar100), not {self.dataset}")
+            raise DeepensError(f"model: {self.model} needs image data ({', '.join(IMAGE_DATASETS)}), not "
+                               f"{self.dataset}")
         if self.model != "mlp" and self.flatten:
             raise DeepensError(f"flatten: a {self.model} takes images; drop --flatten")
         if not isinstance(self.widths, (list, tuple)) or not self.widths:
