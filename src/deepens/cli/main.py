@@ -17,7 +17,7 @@ def build_parser() -> Parser:
     from .scaling import add_scaling
     from .study import add_study
     from .sweep import add_sweep
-    from .train import add_evaluate, add_train
+    from .train import add_evaluate, add_models, add_train
 
     parser = Parser(
         prog="deepens",
@@ -28,6 +28,7 @@ def build_parser() -> Parser:
     sub.required = True
     add_train(sub)
     add_evaluate(sub)
+    add_models(sub)
     add_ntk(sub)
     add_scaling(sub)
     add_design(sub)

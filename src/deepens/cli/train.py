@@ -6,9 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from ..errors import DeepensError
 from ..runs.rundir import RunDir
-from ..training.config import ENSEMBLES, MODELS, SCHEDULES, TrainConfig
+from ..training.config import ENSEMBLES, FAMILIES, FAMILY_WIDTH, MODELS, SCHEDULES, TrainConfig
 from ..training.trainer import Trainer, evaluate_run
 from .common import print_json, print_table, split_ints
 
@@ -34,6 +36,7 @@ OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--width",), "width", dict(type=float, help="mlp / convnet: multiplier of the widths / channels (default 1); "
                                 "vgg16 / wrn: the paper's w (default 64 / 160)")),
     (("--depth",), "depth", dict(type=int, help="wrn depth 6n + 4 (default 28)")),
+    (("--cardinality",), "cardinality", dict(type=int, help="resnext29 groups C (default 8; --width is d)")),
     (("--activation",), "activation", dict(help="relu (default), erf, tanh, gelu, sigmoid, ...")),
     (("--bias",), "bias", dict(action=argparse.BooleanOptionalAction, help="biases in the MLP (default off)")),
     (("--parameterization",), "parameterization", dict(choices=("standard", "ntk"))),
@@ -90,7 +93,9 @@ def add_train(sub) -> None:
     for flags, dest, kwargs in OPTIONS:
         p.add_argument(*flags, dest=dest, default=S, **kwargs)
     p.add_argument("--config", type=Path, help="JSON file of options (e.g. a run's config.json); flags override it")
-    p.add_argument("--out", type=Path, required=True, help="run directory to write")
+    p.add_argument("--out", type=Path, help="run directory to write (required unless --dry-run)")
+    p.add_argument("--dry-run", action="store_true", help="build the ensemble on the data and print its parameter "
+                   "counts and forward FLOPs per sample without training or writing anything")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -163,7 +168,56 @@ def print_metrics(metrics: dict) -> None:
         print(f"test accuracy of the first k members, k = {ks[0]}..{ks[-1]}: {accs}")
 
 
+def dry_run(config: TrainConfig) -> dict:
+    """Parameters (total, shared, individual, one reference network) and forward FLOPs per sample (one member,
+    the whole ensemble) of the ensemble ``config`` builds, on its data's input shape."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..training.build import build_ensemble, build_reference
+    from ..training.trainer import load_data
+
+    config.validate()
+    data = load_data(config, torch.device("cpu"))
+    model = build_ensemble(config, data)
+    reference = build_reference(config, data)
+    x = data.train.x[:1]
+
+    def flops(module) -> int:
+        module.eval()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            module(x)
+        return int(counter.get_total_flops())
+
+    count = lambda params: sum(p.numel() for p in params)  # noqa: E731
+    return {
+        "model": config.model, "ensemble": config.ensemble, "members": config.members,
+        "input_shape": list(data.input_shape), "classes": data.num_classes,
+        "parameters": {"total": count(model.parameters()), "shared": count(model.shared_parameters()),
+                       "individual": count(model.individual_parameters()),
+                       "reference_network": count(reference.parameters())},
+        "flops_per_sample": {"reference_network": flops(reference), "ensemble": flops(model)},
+    }
+
+
 def run_train(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        if args.resume:
+            raise DeepensError("dry-run: nothing is trained; drop --resume")
+        args.out = args.out or Path(".")
+        report = dry_run(config_from_args(args))
+        if args.json:
+            print_json(report)
+        else:
+            p = report["parameters"]
+            print(f"{report['model']} {report['ensemble']} ensemble of {report['members']} on "
+                  f"{tuple(report['input_shape'])}: {p['total']:,} parameters ({p['shared']:,} shared, "
+                  f"{p['individual']:,} individual; one network {p['reference_network']:,}); forward FLOPs per "
+                  f"sample {report['flops_per_sample']['ensemble']:,} "
+                  f"(one network {report['flops_per_sample']['reference_network']:,})")
+        return 0
+    if args.out is None:
+        raise DeepensError("out: give the run directory to write (--out DIR)")
     config = config_from_args(args)
     result = Trainer(config, args.out, progress=False if args.no_progress or args.json else None).fit(
         resume=args.resume
@@ -196,4 +250,40 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print_json(summary(metrics))
     else:
         print_metrics(metrics)
+    return 0
+
+
+def model_families() -> list[dict]:
+    """The network families with the meaning of --width, its default, and the parameter count at the default on
+    CIFAR-100's shape (3×32×32, 100 classes; an MLP on the flattened image with widths 128, 128)."""
+    from ..data.datasets import Dataset, Split
+    from ..training.build import build_reference
+
+    rows = []
+    for name in MODELS:
+        image = name != "mlp"
+        shape = (3, 32, 32) if image else (3072,)
+        empty = Split(torch.zeros((0,) + shape), torch.zeros(0, dtype=torch.long))
+        data = Dataset("cifar100", empty, empty, empty, 100, shape, {})
+        net = build_reference(TrainConfig(model=name), data)
+        rows.append({"model": name, "description": FAMILIES[name], "default_width": FAMILY_WIDTH[name],
+                     "parameters_cifar100": sum(p.numel() for p in net.parameters())})
+    return rows
+
+
+def add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the network families (--model) and their width knobs",
+                       description="The reference-network families deepens trains, what --width means for each, "
+                       "its default, and the parameter count at the default on CIFAR-100's shape.")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    rows = model_families()
+    if args.json:
+        print_json(rows)
+        return 0
+    print_table(rows, [("model", "model", ""), ("default_width", "default width", "g"),
+                       ("parameters_cifar100", "parameters (CIFAR-100)", ",d"), ("description", "description", "")])
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..data.datasets import Dataset
-from ..ensembles import BatchEnsemble, DeepEnsemble, Ensemble, LastLayerDropout, MCDropout, vectorize
+from ..ensembles import BatchEnsemble, DeepEnsemble, Ensemble, LastLayerDropout, MCDropout, ResNeXt29, vectorize
 from ..ensembles.graph import seeded
 from ..errors import DeepensError
 from ..layers.distributions import Distribution
@@ -35,6 +35,8 @@ def build_reference(config: TrainConfig, data: Dataset) -> nn.Module:
             return VGG16(data.num_classes, int(width), data.input_shape[0])
         if config.model == "wrn":
             return WideResNet(config.depth or 28, int(width), data.num_classes, data.input_shape[0])
+        if config.model == "resnext29":
+            return ResNeXt29(config.cardinality or 8, int(width), data.num_classes, data.input_shape[0])
         return ConvNet(data.input_shape[0], data.num_classes, width=width, activation=config.activation,
                        parameterization=config.parameterization, pool=config.pool)
 

@@ -16,13 +16,22 @@ from ..data.datasets import DATASETS, IMAGE_DATASETS, LOCAL_DATASETS
 from ..errors import DeepensError, check_choice, check_int, check_real
 from ..layers.distributions import Distribution, parse_distribution
 
-__all__ = ["TrainConfig", "parse_modulation", "parse_gamma", "ENSEMBLES", "MODELS", "SCHEDULES"]
+__all__ = ["TrainConfig", "parse_modulation", "parse_gamma", "ENSEMBLES", "MODELS", "SCHEDULES", "FAMILIES",
+           "FAMILY_WIDTH"]
 
 ENSEMBLES = ("deep", "batch", "mc-dropout", "lld", "vectorized", "collegial")
-MODELS = ("mlp", "convnet", "vgg16", "wrn")
+MODELS = ("mlp", "convnet", "vgg16", "wrn", "resnext29")
 # the default of ``width`` per family: a multiplier of the MLP widths / ConvNet channels (1), or the paper's w
 # (VGG16 at w = 64: PL's 15.3M parameters; WRN-28-10 at w = 160)
-FAMILY_WIDTH = {"mlp": 1.0, "convnet": 1.0, "vgg16": 64.0, "wrn": 160.0}
+FAMILY_WIDTH = {"mlp": 1.0, "convnet": 1.0, "vgg16": 64.0, "wrn": 160.0, "resnext29": 64.0}
+# one line per family, for ``deepens models`` and the docs
+FAMILIES = {
+    "mlp": "multilayer perceptron (--widths, --width multiplies them); vectors",
+    "convnet": "EE paper's ConvNet, App. C: 4 conv 3x3 (64-128-256-512 x width), max pooling (--pool avg: average)",
+    "vgg16": "PL paper's VGG16, App. A: conv [w, 2w, 4w, 8w] + batch norm, fc 8w; --width = w (64: 15.3M on CIFAR-100)",
+    "wrn": "PL paper's WideResNet, App. A: groups [w, 2w, 4w], --depth 6n+4 (28); --width = w (160: WRN-28-10)",
+    "resnext29": "CE paper's ResNeXt-29 C x dd: --cardinality C (8), --width = d (64); CE §4.2",
+}
 SCHEDULES = ("constant", "step", "cosine", "ee")
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "mse")
@@ -73,7 +82,7 @@ def parse_gamma(gamma: Any) -> str | float | Callable[[int], float]:
 
 
 # options added after stores existed: left out of the canonical form at their defaults
-_LATER_FIELDS = {"pool": "max", "depth": None}
+_LATER_FIELDS = {"pool": "max", "depth": None, "cardinality": None}
 
 
 @dataclass
@@ -92,6 +101,7 @@ class TrainConfig:
     widths: list[int] = field(default_factory=lambda: [128, 128])
     width: float | None = None  # MLP widths / ConvNet channels multiplier; the paper's w for vgg16 and wrn
     depth: int | None = None  # WideResNet depth 6n + 4 (default 28)
+    cardinality: int | None = None  # ResNeXt-29 groups C (default 8)
     pool: str = "max"  # ConvNet pooling: max (EE App. C) or avg (closed-form infinite-width kernel)
     activation: str = "relu"
     bias: bool = False
@@ -158,7 +168,7 @@ class TrainConfig:
         if self.width is None:
             self.width = FAMILY_WIDTH[self.model]
         check_real("width", self.width, low=0.0, low_open=True)
-        if self.model in ("vgg16", "wrn") and float(self.width) != int(self.width):
+        if self.model in ("vgg16", "wrn", "resnext29") and float(self.width) != int(self.width):
             raise DeepensError(f"width: the {self.model}'s w is a number of filters, got {self.width}")
         if self.depth is not None:
             if self.model != "wrn":
@@ -166,6 +176,10 @@ class TrainConfig:
             depth = check_int("depth", self.depth, minimum=10)
             if (depth - 4) % 6:
                 raise DeepensError(f"depth: expected 6n + 4 (10, 16, 22, 28, 40, ...), got {self.depth}")
+        if self.cardinality is not None:
+            if self.model != "resnext29":
+                raise DeepensError(f"cardinality: only the resnext29 has groups to choose, not the {self.model}")
+            check_int("cardinality", self.cardinality, minimum=1)
         check_choice("ensemble", self.ensemble, ENSEMBLES)
         check_int("members", self.members, minimum=1)
         check_int("multiplicity", self.multiplicity, minimum=1)
