@@ -26,8 +26,9 @@ OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
                                                "(default 0.1)")),
     (("--flatten",), "flatten", dict(action=argparse.BooleanOptionalAction, help="images as vectors "
                                                                                    "(default: for an MLP)")),
-    (("--augment",), "augment", dict(help="augment the training images by rotations: cK (full C_K orbits, e.g. "
-                                          "c4, c8, c16) or so2 (a random rotation per sample and batch)")),
+    (("--augment",), "augment", dict(help="augment the training images: cK (full C_K rotation orbits, e.g. c4), "
+                                          "so2 (a random rotation per sample and batch), crop-flip (random crop from "
+                                          "a 4-pixel zero padding + horizontal flip, per member), crop-flip,c4")),
     (("--model",), "model", dict(choices=MODELS, help="reference network: mlp (default), convnet (EE App. C), "
                                 "vgg16 or wrn (PL App. A, per-member batch norm in every ensemble)")),
     (("--widths",), "widths", dict(help="MLP hidden widths, e.g. 128,128 (default)")),

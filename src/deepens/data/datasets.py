@@ -112,7 +112,8 @@ def _split_off(x: np.ndarray, y: np.ndarray, count: int, rng: np.random.Generato
     return (x[keep], y[keep]), (x[held], y[held])
 
 
-def _standardise(train: np.ndarray, others: list[np.ndarray], image: bool) -> list[np.ndarray]:
+def _standardise(train: np.ndarray, others: list[np.ndarray], image: bool,
+                 info: dict | None = None) -> list[np.ndarray]:
     if image:  # one mean/std per channel over samples and positions
         axes = (0,) + tuple(range(2, train.ndim))
         mean = train.mean(axis=axes, keepdims=True)
@@ -121,6 +122,8 @@ def _standardise(train: np.ndarray, others: list[np.ndarray], image: bool) -> li
         mean = train.mean(axis=0, keepdims=True)
         std = train.std(axis=0, keepdims=True)
     std = np.where(std > 1e-8, std, 1.0)  # constant features (e.g. digit borders) are only centred
+    if image and info is not None:  # the standardised value of a raw 0 (black) pixel, per channel: crop padding
+        info["zero_value"] = (-mean / std).ravel().tolist()
     return [((a - mean) / std).astype(np.float32) for a in [train, *others]]
 
 
@@ -140,8 +143,9 @@ def _finish(
     rng = np.random.default_rng(seed)
     count = _val_count(val, len(y_train))
     (x_tr, y_tr), (x_va, y_va) = _split_off(x_train, y_train, count, rng)
+    info = dict(info)
     x_tr, x_va, x_te = _standardise(
-        x_tr.astype(np.float64), [x_va.astype(np.float64), x_test.astype(np.float64)], image
+        x_tr.astype(np.float64), [x_va.astype(np.float64), x_test.astype(np.float64)], image, info
     )
 
     def split(x, y):

@@ -95,7 +95,7 @@ class TrainConfig:
     num_samples: int | None = None
     val: float = 0.1
     flatten: bool | None = None  # None: vectors for an MLP, images for a ConvNet
-    augment: str | None = None  # cK: full C_K rotation orbits of the training images; so2: random rotations
+    augment: str | None = None  # cK: full C_K rotation orbits; so2: random rotations; crop-flip (per member); both
     # reference network
     model: str = "mlp"
     widths: list[int] = field(default_factory=lambda: [128, 128])
@@ -151,9 +151,9 @@ class TrainConfig:
         if self.pool != "max" and self.model != "convnet":
             raise DeepensError(f"pool: only the convnet has poolings to choose, not the {self.model}")
         if self.augment is not None:
-            from ..symmetry.augment import image_augmentation
+            from .augmentation import split_augment
 
-            image_augmentation(self.augment)
+            split_augment(self.augment)
             if self.dataset not in IMAGE_DATASETS:
                 raise DeepensError(f"augment: rotations act on images ({', '.join(IMAGE_DATASETS)}), not "
                                    f"{self.dataset}")

@@ -104,7 +104,7 @@ def load_data(config: TrainConfig, device: torch.device, *, with_transform: bool
     )
     transform = None
     if config.augment:
-        data, transform = augment_dataset(data, config.augment, flatten)
+        data, transform = augment_dataset(data, config.augment, flatten, members=config.members)
     return (data, transform) if with_transform else data
 
 
