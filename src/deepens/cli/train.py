@@ -11,6 +11,7 @@ import torch
 from ..errors import DeepensError
 from ..runs.rundir import RunDir
 from ..training.config import ENSEMBLES, FAMILIES, FAMILY_WIDTH, MODELS, SCHEDULES, TrainConfig
+from ..training.recipes import RECIPES, recipe_options
 from ..training.trainer import Trainer, evaluate_run
 from .common import print_json, print_table, split_ints
 
@@ -94,6 +95,9 @@ def add_train(sub) -> None:
     for flags, dest, kwargs in OPTIONS:
         p.add_argument(*flags, dest=dest, default=S, **kwargs)
     p.add_argument("--config", type=Path, help="JSON file of options (e.g. a run's config.json); flags override it")
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="a paper's training recipe as defaults (EE App. C, PL §5, "
+                   "CE §4.2 via ResNeXt); --config and flags override it")
+    p.add_argument("--milestones", help="multistep schedule: epochs of the lr decays, e.g. 150,225")
     p.add_argument("--out", type=Path, help="run directory to write (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="build the ensemble on the data and print its parameter "
                    "counts and forward FLOPs per sample without training or writing anything")
@@ -116,7 +120,7 @@ def _load_config_file(path: Path) -> dict:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    options: dict = {}
+    options: dict = recipe_options(args.recipe) if getattr(args, "recipe", None) else {}
     if args.config is not None:
         options.update(_load_config_file(args.config))
     run = RunDir(args.out)
@@ -128,6 +132,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             options[dest] = getattr(args, dest)
     if isinstance(options.get("widths"), str):
         options["widths"] = split_ints("widths", options["widths"])
+    if getattr(args, "milestones", None):
+        options["milestones"] = split_ints("milestones", args.milestones)
     if isinstance(options.get("layers"), str):
         options["layers"] = split_ints("layers", options["layers"])
     val = options.get("val")

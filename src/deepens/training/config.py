@@ -32,7 +32,7 @@ FAMILIES = {
     "wrn": "PL paper's WideResNet, App. A: groups [w, 2w, 4w], --depth 6n+4 (28); --width = w (160: WRN-28-10)",
     "resnext29": "CE paper's ResNeXt-29 C x dd: --cardinality C (8), --width = d (64); CE §4.2",
 }
-SCHEDULES = ("constant", "step", "cosine", "ee")
+SCHEDULES = ("constant", "step", "cosine", "ee", "multistep")
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("ce", "mse")
 
@@ -82,7 +82,7 @@ def parse_gamma(gamma: Any) -> str | float | Callable[[int], float]:
 
 
 # options added after stores existed: left out of the canonical form at their defaults
-_LATER_FIELDS = {"pool": "max", "depth": None, "cardinality": None}
+_LATER_FIELDS = {"pool": "max", "depth": None, "cardinality": None, "milestones": None}
 
 
 @dataclass
@@ -125,12 +125,13 @@ class TrainConfig:
     lr_individual: float | None = None  # η_u, individual parameters (None: same as lr)
     momentum: float = 0.9
     nesterov: bool = False
-    weight_decay: float = 0.0
-    weight_decay_individual: float = 0.0
+    weight_decay: float = 0.0  # the networks' weights: shared ones, or the members' own in a deep ensemble
+    weight_decay_individual: float = 0.0  # per-member modulations (and batch norms) of embedded ensembles
     gamma: Any = "M"  # γ(M): "1", "M", a number (or a callable in the Python API)
     schedule: str = "constant"
     step_size: int = 30  # step schedule: epochs between decays
-    step_factor: float = 0.1  # step schedule: multiplier at each decay
+    step_factor: float = 0.1  # step / multistep schedules: multiplier at each decay
+    milestones: list[int] | None = None  # multistep schedule: the epochs at which the lr is multiplied
     decay_start: float = 0.5  # ee schedule: fraction of training at constant lr before the linear decay
     final_lr: float = 1e-4  # ee schedule: lr at the end; cosine: minimum lr
     loss: str = "ce"
@@ -206,6 +207,14 @@ class TrainConfig:
         check_real("weight_decay_individual", self.weight_decay_individual, low=0.0)
         self.gamma = parse_gamma(self.gamma)
         check_choice("schedule", self.schedule, SCHEDULES)
+        if self.schedule == "multistep":
+            if not isinstance(self.milestones, (list, tuple)) or not self.milestones:
+                raise DeepensError("milestones: the multistep schedule needs the epochs of its decays, e.g. 150,225")
+            self.milestones = [check_int("milestones", m, minimum=1) for m in self.milestones]
+            if self.milestones != sorted(set(self.milestones)):
+                raise DeepensError(f"milestones: expected increasing epochs, got {self.milestones}")
+        elif self.milestones is not None:
+            raise DeepensError("milestones: only the multistep schedule has milestones")
         check_int("step_size", self.step_size, minimum=1)
         check_real("step_factor", self.step_factor, low=0.0, low_open=True)
         check_real("decay_start", self.decay_start, low=0.0, high=1.0)

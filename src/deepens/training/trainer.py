@@ -117,8 +117,11 @@ def _optimizer(config: TrainConfig, model: Ensemble) -> torch.optim.Optimizer:
         groups.append({"params": shared, "lr": config.lr, "base_lr": config.lr,
                        "weight_decay": config.weight_decay, "name": "shared"})
     if individual:
-        groups.append({"params": individual, "lr": lr_u, "base_lr": lr_u,
-                       "weight_decay": config.weight_decay_individual, "name": "individual"})
+        # without shared parameters (deep, vectorized, collegial ensembles) the individual parameters are the
+        # members' whole networks: weight_decay applies to them unless weight_decay_individual is set
+        decay = config.weight_decay_individual if (shared or config.weight_decay_individual) else config.weight_decay
+        groups.append({"params": individual, "lr": lr_u, "base_lr": lr_u, "weight_decay": decay,
+                       "name": "individual"})
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     return torch.optim.Adam(groups, lr=config.lr)
@@ -242,7 +245,8 @@ class Trainer:
                         x, y = self.transform(x, y, gen)
                     factor = lr_factor(cfg.schedule, epoch + i / steps, cfg.epochs, lr=cfg.lr,
                                        step_size=cfg.step_size, step_factor=cfg.step_factor,
-                                       decay_start=cfg.decay_start, final_lr=cfg.final_lr)
+                                       decay_start=cfg.decay_start, final_lr=cfg.final_lr,
+                                       milestones=cfg.milestones or ())
                     for group in opt.param_groups:
                         group["lr"] = group["base_lr"] * factor
                     try:
