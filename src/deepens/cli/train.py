@@ -38,6 +38,10 @@ OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--width",), "width", dict(type=float, help="mlp / convnet: multiplier of the widths / channels (default 1); "
                                 "vgg16 / wrn: the paper's w (default 64 / 160)")),
     (("--depth",), "depth", dict(type=int, help="wrn depth 6n + 4 (default 28)")),
+    (("--amp",), "amp", dict(choices=("bf16", "fp16"), help="mixed precision: autocast the forward in bf16 or fp16 "
+                                "(fp16 with a gradient scaler)")),
+    (("--channels-last",), "channels_last", dict(action="store_true", help="channels-last memory format (conv nets)")),
+    (("--compile",), "compile", dict(action="store_true", help="torch.compile the ensemble (eager where unsupported)")),
     (("--cardinality",), "cardinality", dict(type=int, help="resnext29 groups C (default 8; --width is d)")),
     (("--activation",), "activation", dict(help="relu (default), erf, tanh, gelu, sigmoid, ...")),
     (("--bias",), "bias", dict(action=argparse.BooleanOptionalAction, help="biases in the MLP (default off)")),

@@ -82,7 +82,8 @@ def parse_gamma(gamma: Any) -> str | float | Callable[[int], float]:
 
 
 # options added after stores existed: left out of the canonical form at their defaults
-_LATER_FIELDS = {"pool": "max", "depth": None, "cardinality": None, "milestones": None}
+_LATER_FIELDS = {"pool": "max", "depth": None, "cardinality": None, "milestones": None, "amp": None,
+                 "channels_last": False, "compile": False}
 
 
 @dataclass
@@ -139,6 +140,9 @@ class TrainConfig:
     seed: int = 0
     data_seed: int | None = None  # seed of the train / val / test split (None: seed); fix it to pool networks
     device: str = "cpu"
+    amp: str | None = None  # bf16 | fp16: autocast for the forward (fp16 with a gradient scaler)
+    channels_last: bool = False  # channels-last memory format for convolutional networks
+    compile: bool = False  # torch.compile the ensemble (falls back to eager where unsupported)
     eval_every: int = 1
     eval_batch_size: int = 1024
     checkpoint_seconds: float = 30.0  # checkpoint at an epoch's end once this long since the last (0: every epoch)
@@ -206,6 +210,8 @@ class TrainConfig:
         check_real("weight_decay", self.weight_decay, low=0.0)
         check_real("weight_decay_individual", self.weight_decay_individual, low=0.0)
         self.gamma = parse_gamma(self.gamma)
+        if self.amp is not None:
+            check_choice("amp", self.amp, ("bf16", "fp16"))
         check_choice("schedule", self.schedule, SCHEDULES)
         if self.schedule == "multistep":
             if not isinstance(self.milestones, (list, tuple)) or not self.milestones:

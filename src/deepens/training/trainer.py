@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 
-RESUMABLE_CHANGES = frozenset({"device", "eval_batch_size", "checkpoint_seconds"})
+RESUMABLE_CHANGES = frozenset({"device", "eval_batch_size", "checkpoint_seconds", "compile", "channels_last"})
 """Options that may change between a run and its resumption: they do not change what is trained."""
 
 
@@ -150,6 +150,9 @@ def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.T
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def training_step(
     model: Ensemble,
     optimizer: torch.optim.Optimizer,
@@ -159,28 +162,61 @@ def training_step(
     loss: str = "ce",
     gamma_scale: float = 1.0,
     shared: list[torch.nn.Parameter] | None = None,
+    amp: str | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    forward=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of EE Eqs. (2)-(4); returns the member losses (M,) and outputs (M, B, C), detached.
 
     ``x`` is a shared batch (B, ...) with labels (B,), or one batch per member (M, B, ...) with labels
     (M, B). The shared parameters' summed gradient is multiplied by ``gamma_scale`` = γ(M)/M. Raises
-    :class:`DivergenceError` (before any update) when a member's loss is not finite.
+    :class:`DivergenceError` (before any update) when a member's loss is not finite. ``amp`` (``"bf16"`` or
+    ``"fp16"``) runs the forward under autocast (losses in float32); ``scaler`` (fp16) scales the loss and
+    unscales the gradients before γ and the step. ``forward``: a compiled version of ``model`` to call.
     """
-    out = model(x, per_member=y.dim() == 2)
+    call = model if forward is None else forward
+    if amp:
+        with torch.autocast(device_type=x.device.type, dtype=AMP_DTYPES[amp]):
+            out = call(x, per_member=y.dim() == 2)
+        out = out.float()
+    else:
+        out = call(x, per_member=y.dim() == 2)
     losses = member_losses(out, y, loss)
     finite = torch.isfinite(losses)
     if not bool(finite.all()):
         bad = ", ".join(map(str, (~finite).nonzero().flatten().tolist()))
         raise DivergenceError(f"non-finite loss in member(s) {bad}")
     optimizer.zero_grad(set_to_none=True)
-    losses.sum().backward()
+    if scaler is not None:
+        scaler.scale(losses.sum()).backward()
+        scaler.unscale_(optimizer)
+    else:
+        losses.sum().backward()
     if gamma_scale != 1.0:
         params = shared if shared is not None else [p for _, p in model.named_shared_parameters()]
         for p in params:
             if p.grad is not None:
                 p.grad.mul_(gamma_scale)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)  # skipped when a gradient overflowed in fp16; the scale then shrinks
+        scaler.update()
+    else:
+        optimizer.step()
     return losses.detach(), out.detach()
+
+
+def _compiled(model: Ensemble, enabled: bool):
+    """``torch.compile(model)`` or, where compilation is unsupported, None with a one-line message on stderr."""
+    if not enabled:
+        return None
+    import sys
+
+    try:
+        return torch.compile(model)
+    except Exception as exc:  # no compiler / unsupported platform: run eagerly
+        sys.stderr.write(f"compile: torch.compile is unavailable here ({type(exc).__name__}: {exc}); "
+                         "training eagerly\n")
+        return None
 
 
 class Trainer:
@@ -217,8 +253,13 @@ class Trainer:
     # -- internals ---------------------------------------------------------------------------------
     def _train(self, model: Ensemble, data: Dataset, resume: bool) -> TrainResult:
         cfg = self.config
+        if cfg.channels_last and any(p.dim() == 4 for p in model.parameters()):
+            model = model.to(memory_format=torch.channels_last)
         opt = _optimizer(cfg, model)
         shared = [p for _, p in model.named_shared_parameters()]
+        scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
+        self.scaler = scaler
+        forward = _compiled(model, cfg.compile)
         gamma_scale = cfg.gamma_value() / cfg.members
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         batches = Batches(data.train, cfg.batch_size, generator=gen, members=cfg.members, mode=cfg.batches)
@@ -249,11 +290,23 @@ class Trainer:
                                        milestones=cfg.milestones or ())
                     for group in opt.param_groups:
                         group["lr"] = group["base_lr"] * factor
+                    if cfg.channels_last and x.dim() in (4, 5):
+                        x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
                     try:
                         losses, out = training_step(model, opt, x, y, loss=cfg.loss, gamma_scale=gamma_scale,
-                                                    shared=shared)
+                                                    shared=shared, amp=cfg.amp, scaler=scaler, forward=forward)
                     except DivergenceError as exc:
                         raise DivergenceError(self._divergence_message(step, epoch, str(exc))) from None
+                    except Exception as exc:  # a compiled forward that fails (no compiler at its first call): eager
+                        if forward is None:
+                            raise
+                        import sys
+
+                        sys.stderr.write(f"compile: the compiled model failed ({type(exc).__name__}); training "
+                                         "eagerly\n")
+                        forward = None
+                        losses, out = training_step(model, opt, x, y, loss=cfg.loss, gamma_scale=gamma_scale,
+                                                    shared=shared, amp=cfg.amp, scaler=scaler)
                     step += 1
                     b = y.shape[-1]
                     loss_sum += losses.double() * b
@@ -353,6 +406,8 @@ class Trainer:
             rng["cuda"] = encode_state(torch.cuda.get_rng_state(self.device))
         state = {"epoch": epoch, "step": step, "elapsed": elapsed, "optimizer": meta, "rng": rng,
                  "history": history}
+        if getattr(self, "scaler", None) is not None:  # fp16 loss scale: part of what makes a resume bitwise
+            state["scaler"] = dict(self.scaler.state_dict())
         self.run.save_checkpoint(epoch, model.state_dict(), tensors, state)
 
     def _restore(self, checkpoint, model, opt, gen) -> tuple[int, int, float, list[dict]]:
@@ -362,6 +417,8 @@ class Trainer:
             _load_optimizer_state(opt, {k: v.to(self.device) for k, v in opt_tensors.items()}, state["optimizer"])
             torch.set_rng_state(decode_state(state["rng"]["torch"]))
             gen.set_state(decode_state(state["rng"]["data"]))
+            if "scaler" in state and getattr(self, "scaler", None) is not None:
+                self.scaler.load_state_dict(state["scaler"])
             if "cuda" in state["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(decode_state(state["rng"]["cuda"]), self.device)
             return int(state["epoch"]), int(state["step"]), float(state["elapsed"]), list(state["history"])
