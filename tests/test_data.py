@@ -288,3 +288,34 @@ def test_train_on_local_fashion_mnist_from_the_cli(tmp_path, cli):
     assert 0.0 <= result["test"]["accuracy"] <= 1.0 and result["params"]["total"] > 0
     code, _, err = cli(["train", "--dataset", "mnist", "--out", tmp_path / "r2"])
     assert code == 2 and "data_dir" in err
+
+
+def test_cifar10_as_the_ood_set_of_fashion_mnist_and_cifar100_models(tmp_path):
+    """CIFAR-10's test images, greyscaled and shrunk to 28×28 for FashionMNIST models (area averaging), kept as
+    they are for CIFAR-100 models; standardised with the target's training statistics."""
+    from deepens.data import load_ood
+
+    written = _write_cifar10(tmp_path)
+    _write_mnist(tmp_path / "FashionMNIST" / "raw")
+    fashion = load_dataset("fashion-mnist", data_dir=str(tmp_path), val=0)
+    ood = load_ood("cifar10", fashion, data_dir=str(tmp_path))
+    raw = written["test_batch"][0].reshape(-1, 3, 32, 32).astype(np.float64) / 255
+    grey = torch.from_numpy(raw.mean(1, keepdims=True))
+    small = torch.nn.functional.interpolate(grey, size=(28, 28), mode="area")
+    mean, std = fashion.info["channel_mean"][0], fashion.info["channel_std"][0]
+    assert ood.x.shape == (6, 1, 28, 28)
+    assert torch.allclose(ood.x.double(), (small - mean) / std, atol=1e-4)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 20), ("test", 8)):
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         b"fine_labels": list(range(n)), b"coarse_labels": [0] * n}, fh, protocol=4)
+    c100 = load_dataset("cifar100", data_dir=str(tmp_path), val=0)
+    ood = load_ood("cifar10", c100, data_dir=str(tmp_path))
+    m = torch.tensor(c100.info["channel_mean"]).view(1, 3, 1, 1).double()
+    s = torch.tensor(c100.info["channel_std"]).view(1, 3, 1, 1).double()
+    assert torch.allclose(ood.x.double(), (torch.from_numpy(raw) - m) / s, atol=1e-4)
+    with pytest.raises(d.DeepensError, match="image dataset"):
+        load_ood("mnist1d", c100)

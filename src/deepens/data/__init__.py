@@ -1,7 +1,7 @@
 """Offline datasets, deterministic splits, device-resident batches, and a safe unpickler."""
 
-from .datasets import DATASETS, Dataset, Split, load_dataset
+from .datasets import DATASETS, Dataset, Split, load_dataset, load_ood
 from .loader import Batches
 from .unpickle import safe_load, safe_loads
 
-__all__ = ["DATASETS", "Dataset", "Split", "load_dataset", "Batches", "safe_load", "safe_loads"]
+__all__ = ["DATASETS", "Dataset", "Split", "load_dataset", "load_ood", "Batches", "safe_load", "safe_loads"]

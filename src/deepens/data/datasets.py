@@ -27,7 +27,8 @@ import torch
 from ..errors import DeepensError, check_int, check_real
 from .unpickle import safe_load
 
-__all__ = ["Split", "Dataset", "load_dataset", "read_idx", "DATASETS", "LOCAL_DATASETS", "IMAGE_DATASETS"]
+__all__ = ["Split", "Dataset", "load_dataset", "load_ood", "read_idx", "DATASETS", "LOCAL_DATASETS",
+           "IMAGE_DATASETS"]
 
 DATASETS = ("digits", "mnist1d", "cifar10", "cifar100", "mnist", "fashion-mnist", "gaussians")
 LOCAL_DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist")  # read from --data-dir, never downloaded
@@ -122,8 +123,10 @@ def _standardise(train: np.ndarray, others: list[np.ndarray], image: bool,
         mean = train.mean(axis=0, keepdims=True)
         std = train.std(axis=0, keepdims=True)
     std = np.where(std > 1e-8, std, 1.0)  # constant features (e.g. digit borders) are only centred
-    if image and info is not None:  # the standardised value of a raw 0 (black) pixel, per channel: crop padding
+    if image and info is not None:  # raw channel statistics; a raw 0 (black) pixel's value is the crop padding
         info["zero_value"] = (-mean / std).ravel().tolist()
+        info["channel_mean"] = mean.ravel().tolist()
+        info["channel_std"] = std.ravel().tolist()
     return [((a - mean) / std).astype(np.float32) for a in [train, *others]]
 
 
@@ -382,3 +385,38 @@ def load_dataset(
     else:
         raise DeepensError(f"dataset: expected one of {', '.join(DATASETS)}; got {name!r}")
     return data.to(device)
+
+
+def load_ood(name: str, target: Dataset, *, data_dir: str | None = None, seed: int = 0) -> Split:
+    """The test split of image dataset ``name`` as out-of-distribution inputs for models trained on ``target``
+    (e.g. CIFAR-10 for CIFAR-100 or FashionMNIST models): back to raw pixel values, converted to ``target``'s
+    image shape — colour to grey by the channel mean, grey to colour by repetition, resized with area averaging
+    (shrinking) or bilinear interpolation (growing) — and standardised with ``target``'s training statistics, so
+    that the model sees them exactly as it sees its own test images. Labels are the OOD set's own."""
+    import torch.nn.functional as F
+
+    if len(target.input_shape) != 3 or "channel_mean" not in target.info:
+        raise DeepensError(f"target: expected an image dataset loaded as images, got {target.name} with shape "
+                           f"{target.input_shape}")
+    if name not in IMAGE_DATASETS:
+        raise DeepensError(f"name: expected an image dataset ({', '.join(IMAGE_DATASETS)}), got {name!r}")
+    source = load_dataset(name, seed=seed, val=0, data_dir=data_dir)
+    mean = torch.tensor(source.info["channel_mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(source.info["channel_std"]).view(1, -1, 1, 1)
+    x = source.test.x.double() * std.double() + mean.double()  # raw values in [0, 1]
+    c, h, w = target.input_shape
+    if x.shape[1] != c:
+        if c == 1:
+            x = x.mean(1, keepdim=True)
+        elif x.shape[1] == 1:
+            x = x.repeat(1, c, 1, 1)
+        else:
+            raise DeepensError(f"name: cannot convert {x.shape[1]} channels to {c}")
+    if tuple(x.shape[2:]) != (h, w):
+        shrink = x.shape[2] >= h and x.shape[3] >= w
+        x = F.interpolate(x, size=(h, w), mode="area") if shrink else F.interpolate(
+            x, size=(h, w), mode="bilinear", align_corners=False)
+    t_mean = torch.tensor(target.info["channel_mean"], dtype=torch.float64).view(1, -1, 1, 1)
+    t_std = torch.tensor(target.info["channel_std"], dtype=torch.float64).view(1, -1, 1, 1)
+    x = ((x - t_mean) / t_std).float().to(target.train.x.device)
+    return Split(x, source.test.y.to(target.train.x.device))
