@@ -117,14 +117,23 @@ def test_bad_files_are_refused(tmp_path):
     assert len(load_spec(tmp_path / "empty.yaml").tasks) == 1  # every default: one training
 
 
-@pytest.mark.parametrize("path", ["width-pools.yaml", "regime.toml", "gpu-pools.yaml"])
+@pytest.mark.parametrize("path", ["width-pools.yaml", "regime.toml", "gpu-pools.yaml", "pl-cifar100-vgg.yaml"])
 def test_the_example_specs_are_valid(path):
     from pathlib import Path
 
     spec = load_spec(Path(__file__).resolve().parent.parent / "examples" / "sweeps" / path)
-    expected = {"width-pools.yaml": 16, "regime.toml": 32, "gpu-pools.yaml": 12}[path]
+    expected = {"width-pools.yaml": 16, "regime.toml": 32, "gpu-pools.yaml": 12, "pl-cifar100-vgg.yaml": 48}[path]
     assert len(spec.tasks) == expected
-    if path != "regime.toml":  # pools: every chunk on one split, so they pool by width
+    if path == "pl-cifar100-vgg.yaml":  # l = max(64, 8 s_std / s) networks per width, in whole tasks of 16
+        from deepens.models import VGG16
+
+        sizes = {w: sum(p.numel() for p in VGG16(100, w).parameters()) for w in (8, 16, 32, 64)}
+        for w, s in sizes.items():
+            pool = sum(t.config["members"] for t in spec.tasks if t.config["width"] == w)
+            assert pool == 16 * -(-max(64, -(-8 * sizes[64] // s)) // 16)
+            assert all(t.config["members"] == 16 for t in spec.tasks)
+        assert spec.resources == {"cpus": 4, "gpus": 0.5}
+    elif path != "regime.toml":  # pools: every chunk on one split, so they pool by width
         assert {TrainConfig.from_dict(t.config).split_seed() for t in spec.tasks} == {0}
         assert sum(t.config["members"] for t in spec.tasks) == 64 * len({t.point for t in spec.tasks})
 
