@@ -275,3 +275,35 @@ def test_a_sigkilled_pool_sweep_leaves_no_worker_behind_and_resumes(slow_referen
     assert summary["done"] == 4
     assert_same_runs(slow_reference, store, [r.id for r in store.tasks("slow")])
     assert sum(r.interruptions for r in store.tasks("slow")) >= 2
+
+
+def test_local_gpu_slots_share_devices_by_the_specs_fraction(tmp_path, monkeypatch):
+    """resources.gpus = 0.5 on --devices 0,1: four slots, tasks spread over the least loaded GPU, the device
+    written into the task's config (not its identity), slots freed when tasks finish; refusals."""
+    import deepens as d
+    import deepens.sweeps.executors as ex
+
+    slots = ex.GpuSlots([0, 1], 0.5)
+    assert slots.slots == 4 and [slots.acquire() for _ in range(4)] == [0, 1, 0, 1]
+    with pytest.raises(d.DeepensError, match="slot"):
+        slots.acquire()
+    slots.release(1)
+    assert slots.acquire() == 1
+    with pytest.raises(d.DeepensError, match="fractions"):
+        ex.GpuSlots([0], 2)
+    seen = []
+    monkeypatch.setattr(ex, "train_task", lambda config, *a: seen.append(config["device"]) or ex.Outcome(True))
+
+    class T:
+        def __init__(self, i):
+            self.config, self.resources, self.keep_checkpoints = {"device": "cuda", "seed": i}, {"gpus": 0.5}, False
+
+    runner = ex.make_executor("local", None, workers=1, devices=[3, 5], gpus=0.5)
+    assert runner.capacity() == 1
+    for i in range(3):
+        runner.submit(T(i), tmp_path)
+        runner.wait()
+    assert seen == ["cuda:3", "cuda:3", "cuda:3"]  # one at a time in this process: the slot is freed each time
+    assert ex.make_executor("local", None, devices=[0, 1], gpus=0.25).capacity() == 8
+    with pytest.raises(d.DeepensError, match="ray executor places"):
+        ex.make_executor("ray", None, devices=[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import print_json, print_table
+from .common import print_json, print_table, split_ints
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -14,7 +14,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = None if args.json else (lambda msg: sys.stderr.write(msg + "\n"))
     summary = run_sweep(args.spec, args.store, executor=args.executor, workers=args.workers, address=args.address,
                         max_retries=args.max_retries, lease=args.lease,
-                        progress=False if args.json or args.no_progress else None, log=log)
+                        progress=False if args.json or args.no_progress else None, log=log,
+                        devices=split_ints("devices", args.devices) if args.devices else None)
     if args.json:
         print_json(summary)
     else:
@@ -107,6 +108,8 @@ def add_sweep(sub) -> None:
     r.add_argument("spec", help="sweep spec (.yaml, .yml or .toml)")
     r.add_argument("--store", required=True, help="results store folder (created if needed)")
     r.add_argument("--executor", default="local", choices=("local", "ray"), help="local (default) or ray")
+    r.add_argument("--devices", help="local executor: GPU indices the tasks share, e.g. 0,1 (resources.gpus per task: "
+                   "0.5 puts two tasks on a GPU; default one worker per slot)")
     r.add_argument("--workers", type=int, help="local: worker processes (default 1: in this process); ray: CPUs "
                                                "of a local cluster started for the sweep")
     r.add_argument("--address", help="ray: address of a running cluster (auto, or HEAD_IP:6379)")

@@ -132,22 +132,61 @@ def _pool_context():
     return context
 
 
+class GpuSlots:
+    """Which local GPU a task runs on: every task asking for a fraction g ≤ 1 of a GPU takes g of the least
+    loaded device among ``devices`` that still has g free (g = 0.5: two tasks per GPU)."""
+
+    def __init__(self, devices: list[int], fraction: float) -> None:
+        if not devices:
+            raise DeepensError("devices: expected at least one GPU index, e.g. 0,1")
+        if not 0 < fraction <= 1:
+            raise DeepensError(f"resources.gpus: the local executor shares GPUs by fractions in (0, 1], got "
+                               f"{fraction}; use the ray executor for tasks spanning several GPUs")
+        self.devices = [int(d) for d in devices]
+        self.fraction = float(fraction)
+        self.used = dict.fromkeys(self.devices, 0.0)
+
+    @property
+    def slots(self) -> int:
+        return len(self.devices) * int(1.0 / self.fraction + 1e-9)
+
+    def acquire(self) -> int:
+        free = [d for d in self.devices if self.used[d] + self.fraction <= 1.0 + 1e-9]
+        if not free:
+            raise DeepensError("devices: every GPU slot is taken")
+        device = min(free, key=lambda d: (self.used[d], self.devices.index(d)))
+        self.used[device] += self.fraction
+        return device
+
+    def release(self, device: int) -> None:
+        self.used[device] = max(0.0, self.used[device] - self.fraction)
+
+
 class LocalExecutor:
-    """Tasks in this process (``workers=1``) or in a pool of ``workers`` processes."""
+    """Tasks in this process (``workers=1``) or in a pool of ``workers`` processes; with ``devices`` (local GPU
+    indices) each task that asks for GPUs (``resources.gpus``, a fraction ≤ 1) trains on ``cuda:N`` of a free
+    slot (at most 1/gpus tasks per GPU)."""
 
     name = "local"
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, devices: list[int] | None = None, gpus: float = 0.0):
+        self.gpu = GpuSlots(devices, gpus) if devices and gpus > 0 else None
         self.workers = int(workers)
         self._queue: list = []
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[Future, object] = {}
+        self._device: dict[int, int] = {}  # id(task) → GPU it holds
 
     def capacity(self) -> int:
-        return self.workers
+        return self.workers if self.gpu is None else min(self.workers, self.gpu.slots)
 
     def submit(self, task, run_dir: Path) -> None:
-        args = (task.config, str(run_dir), task.resources.get("cpus", 1), task.keep_checkpoints)
+        config = task.config
+        if self.gpu is not None:
+            device = self.gpu.acquire()
+            self._device[id(task)] = device
+            config = {**config, "device": f"cuda:{device}"}  # the device is not part of a task's identity
+        args = (config, str(run_dir), task.resources.get("cpus", 1), task.keep_checkpoints)
         if self.workers == 1:
             self._queue.append((task, args))
             return
@@ -156,14 +195,23 @@ class LocalExecutor:
                                              initializer=_watch_parent, initargs=(os.getpid(),))
         self._futures[self._pool.submit(train_task, *args)] = task
 
+    def _release(self, task) -> None:
+        device = self._device.pop(id(task), None)
+        if device is not None and self.gpu is not None:
+            self.gpu.release(device)
+
     def wait(self) -> list[tuple[object, Outcome]]:
         if self.workers == 1:
             task, args = self._queue.pop(0)
-            return [(task, train_task(*args))]
+            try:
+                return [(task, train_task(*args))]
+            finally:
+                self._release(task)
         done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
         out = []
         for future in done:
             task = self._futures.pop(future)
+            self._release(task)
             try:
                 out.append((task, future.result()))
             except Exception as exc:  # noqa: BLE001 - a worker process died (killed, out of memory)
@@ -274,8 +322,13 @@ def check_executor(name: str, address: str | None = None) -> None:
         raise DeepensError("address: only the ray executor connects to a cluster; add --executor ray")
 
 
-def make_executor(name: str, store, *, workers: int | None = None, address: str | None = None):
+def make_executor(name: str, store, *, workers: int | None = None, address: str | None = None,
+                  devices: list[int] | None = None, gpus: float = 0.0):
     check_executor(name, address)
     if name == "local":
-        return LocalExecutor(1 if workers is None else workers)
+        if devices and gpus > 0 and workers is None:  # one worker per GPU slot
+            workers = GpuSlots(devices, gpus).slots
+        return LocalExecutor(1 if workers is None else workers, devices, gpus)
+    if devices:
+        raise DeepensError("devices: the ray executor places tasks on its cluster's GPUs itself; drop --devices")
     return RayExecutor(store, address, workers)

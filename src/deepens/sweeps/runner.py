@@ -86,13 +86,15 @@ def run_sweep(
     lease: float | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    devices: list[int] | None = None,
 ) -> dict:
     """Train every task of ``spec`` (a :class:`SweepSpec` or a spec file) into ``store`` (created if needed).
 
     ``executor`` is ``local`` (``workers`` processes; 1: in this process) or ``ray`` (``address`` of a
-    cluster, or a local one with ``workers`` CPUs). ``max_retries`` overrides the spec's bound on
-    failures per task; ``lease`` the seconds without heartbeat after which another host's claim is taken
-    over. Returns a summary (tasks trained now, done before, failed, left running elsewhere).
+    cluster, or a local one with ``workers`` CPUs). ``devices``: local GPU indices shared by the tasks as the
+    spec's ``resources.gpus`` says (0.5: two tasks per GPU; default one worker per slot). ``max_retries``
+    overrides the spec's bound on failures per task; ``lease`` the seconds without heartbeat after which another
+    host's claim is taken over. Returns a summary (tasks trained now, done before, failed, left running elsewhere).
     """
     check_executor(executor, address)
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
@@ -107,7 +109,8 @@ def run_sweep(
     before = store.status(spec.name)["sweeps"][0]
     say(f"sweep {spec.name}: {len(spec.tasks)} tasks ({before['done']} done earlier, {registered['new']} new"
         f"{', spec changed' if registered['spec_changed'] else ''}); executor {executor}")
-    runner = make_executor(executor, store, workers=workers, address=address)
+    runner = make_executor(executor, store, workers=workers, address=address, devices=devices,
+                           gpus=float(spec.resources.get("gpus", 0)))
     owner = Owner.me()
     beat = Heartbeat(store, owner, min(HEARTBEAT_SECONDS, max(lease / 4, 0.05)))
     started = time.perf_counter()
