@@ -41,3 +41,53 @@ def digits_acceptance(device: str = "cpu") -> dict:
                                "gain": test["gain"], "correlation": test["correlation"]}
     return {"name": "deepens train on digits, M = 8 MLPs 64→128→128→10 (whole command)", "rows": rows,
             "targets": {"deep_seconds": 120.0, "deep_test_accuracy": 0.97}}
+
+
+def cifar_throughput(device: str = "cpu", batch: int = 64, repeats: int = 7) -> dict:
+    """Training throughput (images per second, all members counted) of ensembles of the CIFAR networks on random
+    3×32×32 batches: DeepEnsemble M ∈ {1, 4, 8} of VGG16 and WRN-16 (w = 8 on CPU; 64 / 4·16 on CUDA) against a
+    Python loop over M separate networks, BatchEnsemble M = 4, and bf16 autocast. Ratios within one run."""
+    import torch
+    from torch.nn import functional as F
+
+    import deepens as d
+    from deepens.models import VGG16, WideResNet
+    from deepens.training.trainer import training_step
+
+    from .harness import compare
+
+    small = device == "cpu"
+    families = {"vgg16": lambda: VGG16(100, 8 if small else 64),
+                "wrn-16": lambda: WideResNet(16, 8 if small else 64, 100)}
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 100, (batch,), device=device)
+    rows = []
+    for family, make in families.items():
+        for m in (1, 4, 8):
+            torch.manual_seed(0)
+            nets = [make().to(device) for _ in range(m)]
+            ens = d.DeepEnsemble.from_modules(nets).to(device)
+            opt = torch.optim.SGD(ens.parameters(), lr=0.01, momentum=0.9)
+            opts = [torch.optim.SGD(n.parameters(), lr=0.01, momentum=0.9) for n in nets]
+
+            def loop(nets=nets, opts=opts):
+                for net, o in zip(nets, opts, strict=True):
+                    o.zero_grad(set_to_none=True)
+                    F.cross_entropy(net(x), y).backward()
+                    o.step()
+
+            candidates = {"deepens": lambda ens=ens, opt=opt: training_step(ens, opt, x, y),
+                          "deepens_bf16": lambda ens=ens, opt=opt: training_step(ens, opt, x, y, amp="bf16"),
+                          "loop": loop}
+            if m == 4:
+                be = d.BatchEnsemble(make(), 4, seed=0).to(device)
+                be_opt = torch.optim.SGD(be.parameters(), lr=0.01, momentum=0.9)
+                candidates["batch_ensemble"] = lambda be=be, o=be_opt: training_step(be, o, x, y)
+            seconds = compare(candidates, warmup=2, repeats=repeats, inner=1, device=device)
+            row = {"family": family, "members": m,
+                   **{f"{k}_images_per_s": m * batch / v for k, v in seconds.items()},
+                   "speedup_vs_loop": seconds["loop"] / seconds["deepens"]}
+            rows.append(row)
+    return {"name": "training throughput of CIFAR networks (images/s, members counted), batch "
+                    f"{batch} of 3×32×32, {'w = 8 (CPU)' if small else 'VGG16 w = 64, WRN-16-4'}",
+            "device": device, "rows": rows}
