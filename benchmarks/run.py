@@ -276,6 +276,28 @@ def write_docs(results: dict) -> None:
     atomic_write_text(path, f"{head}{BEGIN}\n{render(results)}\n{END}{tail}")
 
 
+def _sections(device: str) -> list[tuple[str, str, object]]:
+    """(--only name, progress label, a function returning the results it records) for every benchmark."""
+    cpu = device == "cpu"
+    table = [
+        ("deep", "DeepEnsemble train step", lambda: {"deep_train_step": bench_ensembles.deep_train_step(device)}),
+        ("lld", "LastLayerDropout overhead", lambda: {"lld_overhead": bench_ensembles.lld_overhead(device)}),
+        ("ntk", "empirical NTK", lambda: {"empirical_ntk": bench_kernels.empirical_ntk()}),
+        ("analytic", "analytic kernels", lambda: {"analytic_kernels": bench_kernels.analytic_kernels()}),
+        ("cnn", "CNN infinite-width kernels (NT_PYTHON=... adds neural-tangents)",
+         lambda: {"cnn_kernels": bench_kernels.cnn_kernels()}),
+        ("throughput", "CIFAR network training throughput",
+         lambda: {"cifar_throughput": bench_training.cifar_throughput(device)}),
+        ("cnll", "CNLL speed", lambda: {"cnll_speed": bench_scaling.cnll_speed()}),
+        ("training", "deepens train on digits",
+         lambda: {"digits_acceptance": bench_training.digits_acceptance(device)}),
+        ("memory", "BatchEnsemble memory", lambda: {"batch_memory": bench_ensembles.batch_memory()}),
+        ("collegial", "collegial ensembles", lambda: {"collegial_step": bench_design.collegial_train_step(device),
+                                                     "ntk_statistics": bench_design.ntk_statistics_speed()}),
+    ]
+    return [row for row in table if cpu or row[0] != "memory"]  # peak-memory tracing is CPU only
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -285,37 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     results: dict = {"environment": _environment(args.device)}
-    if not only or "deep" in only:
-        print("DeepEnsemble train step ...", flush=True)
-        results["deep_train_step"] = bench_ensembles.deep_train_step(args.device)
-    if not only or "lld" in only:
-        print("LastLayerDropout overhead ...", flush=True)
-        results["lld_overhead"] = bench_ensembles.lld_overhead(args.device)
-    if not only or "ntk" in only:
-        print("empirical NTK ...", flush=True)
-        results["empirical_ntk"] = bench_kernels.empirical_ntk()
-    if not only or "analytic" in only:
-        print("analytic kernels ...", flush=True)
-        results["analytic_kernels"] = bench_kernels.analytic_kernels()
-    if not only or "cnn" in only:
-        print("CNN infinite-width kernels (NT_PYTHON=... adds neural-tangents) ...", flush=True)
-        results["cnn_kernels"] = bench_kernels.cnn_kernels()
-    if not only or "throughput" in only:
-        print("CIFAR network training throughput ...", flush=True)
-        results["cifar_throughput"] = bench_training.cifar_throughput(args.device)
-    if not only or "cnll" in only:
-        print("CNLL speed ...", flush=True)
-        results["cnll_speed"] = bench_scaling.cnll_speed()
-    if not only or "training" in only:
-        print("deepens train on digits ...", flush=True)
-        results["digits_acceptance"] = bench_training.digits_acceptance(args.device)
-    if (not only or "memory" in only) and args.device == "cpu":
-        print("BatchEnsemble memory ...", flush=True)
-        results["batch_memory"] = bench_ensembles.batch_memory()
-    if not only or "collegial" in only:
-        print("collegial ensembles ...", flush=True)
-        results["collegial_step"] = bench_design.collegial_train_step(args.device)
-        results["ntk_statistics"] = bench_design.ntk_statistics_speed()
+    for name, label, run in _sections(args.device):
+        if not only or name in only:
+            print(f"{label} ...", flush=True)
+            results.update(run())
     recorded = DOCS / "benchmarks.json"
     if only and args.device == "cpu" and recorded.exists():  # a subset refreshes its sections only
         results = {**json.loads(recorded.read_text()), **results}

@@ -30,3 +30,51 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def interrupted_and_resumed(monkeypatch, tmp_path):
+    """``run(options, after)``: train ``options`` uninterrupted, then again interrupted (KeyboardInterrupt) after
+    ``after`` training steps and resumed from its checkpoint; returns (reference, resumed) results."""
+    import deepens.training.trainer as trainer_module
+    from deepens.training import TrainConfig, train
+
+    def run(options: dict, after: int):
+        reference = train(TrainConfig(**options), tmp_path / "ref", progress=False)
+        real, count = trainer_module.training_step, {"n": 0}
+
+        def flaky(*args, **kwargs):
+            count["n"] += 1
+            if count["n"] > after:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(trainer_module, "training_step", flaky)
+            with pytest.raises(KeyboardInterrupt):
+                train(TrainConfig(**options), tmp_path / "cut", progress=False)
+        resumed = train(TrainConfig(**options), tmp_path / "cut", resume=True, progress=False)
+        return reference, resumed
+
+    return run
+
+
+@pytest.fixture
+def cifar100_files():
+    """``write(root, n_train=20, n_test=8)``: CIFAR-100 files in the official python format under
+    ``root/cifar-100-python`` (random pixels, labels 0, 1, 2, ...)."""
+    import pickle
+
+    import numpy as np
+
+    def write(root, n_train: int = 20, n_test: int = 8):
+        folder = root / "cifar-100-python"
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        for name, n in (("train", n_train), ("test", n_test)):
+            with open(folder / name, "wb") as fh:
+                pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                             b"fine_labels": [i % 100 for i in range(n)], b"coarse_labels": [0] * n}, fh, protocol=4)
+        return folder
+
+    return write

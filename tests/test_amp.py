@@ -41,25 +41,10 @@ def test_bf16_autocast_agrees_with_fp32_within_its_rounding():
     assert float(torch.nn.functional.cosine_similarity(ref_update, amp_update, dim=0)) > 0.99
 
 
-def test_fp16_with_a_gradient_scaler_resumes_bitwise(tmp_path, monkeypatch):
-    import deepens.training.trainer as trainer_module
-
+def test_fp16_with_a_gradient_scaler_resumes_bitwise(interrupted_and_resumed):
     cfg = dict(dataset="digits", model="mlp", widths=[64], members=2, epochs=2, batch_size=128, lr=0.1, seed=4,
                checkpoint_seconds=0, amp="fp16")
-    ref = train(TrainConfig(**cfg), tmp_path / "ref", progress=False)
-    real, count = trainer_module.training_step, {"n": 0}
-
-    def flaky(*args, **kwargs):
-        count["n"] += 1
-        if count["n"] > 15:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer_module, "training_step", flaky)
-        with pytest.raises(KeyboardInterrupt):
-            train(TrainConfig(**cfg), tmp_path / "cut", progress=False)
-    resumed = train(TrainConfig(**cfg), tmp_path / "cut", resume=True, progress=False)
+    ref, resumed = interrupted_and_resumed(cfg, after=15)
     a, b = ref.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     fp32 = train(TrainConfig(**{**cfg, "amp": None}), progress=False)  # fp16 learns as fp32 does

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import deepens as d
-from deepens.training import TrainConfig, train
 from deepens.training.augmentation import CropFlip, split_augment
 
 
@@ -55,24 +54,9 @@ def test_specs_compose_and_bad_ones_are_refused():
 
 
 @pytest.mark.parametrize("spec", ["crop-flip", "crop-flip,c4", "crop-flip,so2"])
-def test_training_with_crop_flip_resumes_bitwise(tmp_path, monkeypatch, spec):
-    import deepens.training.trainer as trainer_module
-
+def test_training_with_crop_flip_resumes_bitwise(interrupted_and_resumed, spec):
     cfg = dict(dataset="digits", model="convnet", pool="avg", width=0.0625, ensemble="deep", members=2, epochs=2,
                batch_size=512, lr=0.02, seed=5, checkpoint_seconds=0, augment=spec)
-    ref = train(TrainConfig(**cfg), tmp_path / "ref", progress=False)
-    real, count = trainer_module.training_step, {"n": 0}
-
-    def flaky(*args, **kwargs):
-        count["n"] += 1
-        if count["n"] > 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer_module, "training_step", flaky)
-        with pytest.raises(KeyboardInterrupt):
-            train(TrainConfig(**cfg), tmp_path / "cut", progress=False)
-    resumed = train(TrainConfig(**cfg), tmp_path / "cut", resume=True, progress=False)
+    ref, resumed = interrupted_and_resumed(cfg, after=3)
     a, b = ref.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -121,14 +121,8 @@ def test_cifar_directory_can_be_the_folder_itself(tmp_path):
     assert len(data.train) == 30
 
 
-def test_cifar100(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 20), ("test", 8)):
-        with open(folder / name, "wb") as fh:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"fine_labels": list(range(n)), b"coarse_labels": [0] * n}, fh, protocol=4)
+def test_cifar100(tmp_path, cifar100_files):
+    cifar100_files(tmp_path)
     data = load_dataset("cifar100", data_dir=str(tmp_path), val=4, flatten=True)
     assert data.num_classes == 100 and data.input_shape == (3072,)
     assert torch.equal(data.test.y, torch.arange(8))
@@ -290,7 +284,7 @@ def test_train_on_local_fashion_mnist_from_the_cli(tmp_path, cli):
     assert code == 2 and "data_dir" in err
 
 
-def test_cifar10_as_the_ood_set_of_fashion_mnist_and_cifar100_models(tmp_path):
+def test_cifar10_as_the_ood_set_of_fashion_mnist_and_cifar100_models(tmp_path, cifar100_files):
     """CIFAR-10's test images, greyscaled and shrunk to 28×28 for FashionMNIST models (area averaging), kept as
     they are for CIFAR-100 models; standardised with the target's training statistics."""
     from deepens.data import load_ood
@@ -305,13 +299,7 @@ def test_cifar10_as_the_ood_set_of_fashion_mnist_and_cifar100_models(tmp_path):
     mean, std = fashion.info["channel_mean"][0], fashion.info["channel_std"][0]
     assert ood.x.shape == (6, 1, 28, 28)
     assert torch.allclose(ood.x.double(), (small - mean) / std, atol=1e-4)
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 20), ("test", 8)):
-        with open(folder / name, "wb") as fh:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"fine_labels": list(range(n)), b"coarse_labels": [0] * n}, fh, protocol=4)
+    cifar100_files(tmp_path)
     c100 = load_dataset("cifar100", data_dir=str(tmp_path), val=0)
     ood = load_ood("cifar10", c100, data_dir=str(tmp_path))
     m = torch.tensor(c100.info["channel_mean"]).view(1, 3, 1, 1).double()

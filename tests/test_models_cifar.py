@@ -82,29 +82,13 @@ def test_batch_ensemble_batch_norm_is_per_member():
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["vgg16", "wrn"])  # resnext29's fixed 256-1024 channels are too slow for CI
 @pytest.mark.parametrize("ensemble", ["deep", "batch", "mc-dropout", "lld", "vectorized"])
-def test_every_family_trains_with_every_ensemble_kind_and_resumes_bitwise(tmp_path, monkeypatch, model, ensemble):
+def test_every_family_trains_with_every_ensemble_kind_and_resumes_bitwise(interrupted_and_resumed, model, ensemble):
     """Tiny widths on 8×8 digits, 2 epochs of 7 steps: a run interrupted after 9 steps and resumed equals the
     uninterrupted run bitwise (checkpoints carry the per-member batch-norm buffers)."""
-    import deepens.training.trainer as trainer_module
-    from deepens.training import TrainConfig, train
-
     cfg = dict(dataset="digits", model=model, width=2, depth=10 if model == "wrn" else None, ensemble=ensemble,
                members=2, epochs=2, batch_size=256, lr=0.02, seed=3, checkpoint_seconds=0)
-    ref = train(TrainConfig(**cfg), tmp_path / "ref", progress=False)
+    ref, resumed = interrupted_and_resumed(cfg, after=9)
     assert all(torch.isfinite(v).all() for v in ref.model.state_dict().values() if v.is_floating_point())
-    real, count = trainer_module.training_step, {"n": 0}
-
-    def flaky(*args, **kwargs):
-        count["n"] += 1
-        if count["n"] > 9:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer_module, "training_step", flaky)
-        with pytest.raises(KeyboardInterrupt):
-            train(TrainConfig(**cfg), tmp_path / "cut", progress=False)
-    resumed = train(TrainConfig(**cfg), tmp_path / "cut", resume=True, progress=False)
     a, b = ref.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.metrics["test"]["nll"] == ref.metrics["test"]["nll"]

@@ -2,9 +2,7 @@
 the CLI on CIFAR-100 files in the official format; weight decay reaches a deep ensemble's networks."""
 
 import json
-import pickle
 
-import numpy as np
 import pytest
 import torch
 
@@ -52,14 +50,8 @@ def test_weight_decay_reaches_a_deep_ensembles_networks():
     assert {g["name"]: g["weight_decay"] for g in batch.param_groups} == {"shared": 5e-4, "individual": 1e-5}
 
 
-def test_a_recipe_trains_from_the_cli_on_cifar100_files(tmp_path, cli):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 40), ("test", 8)):
-        with open(folder / name, "wb") as fh:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"fine_labels": list(rng.integers(0, 100, n)), b"coarse_labels": [0] * n}, fh, protocol=4)
+def test_a_recipe_trains_from_the_cli_on_cifar100_files(tmp_path, cli, cifar100_files):
+    cifar100_files(tmp_path, n_train=40, n_test=8)
     out = tmp_path / "run"
     code, stdout, err = cli(["train", "--recipe", "pl-vgg", "--data-dir", tmp_path, "--width", "2", "--epochs", "1",
                              "--members", "2", "--val", "8", "--out", out, "--json"])

@@ -65,25 +65,9 @@ def test_train_with_full_orbit_augmentation(tmp_path):
     assert config["train"]["augment"] == "c4" and config["data"]["augmented_train"] == 4 * n
 
 
-def test_random_rotation_augmentation_resumes_bitwise(tmp_path, monkeypatch):
-    from deepens.training import trainer as trainer_module
-
+def test_random_rotation_augmentation_resumes_bitwise(tmp_path, interrupted_and_resumed):
     cfg = {**TINY, "augment": "so2", "model": "convnet", "width": 0.0625, "epochs": 3}
-    reference = train(TrainConfig(**cfg), tmp_path / "ref", progress=False)
-    real = trainer_module.training_step
-    count = {"n": 0}
-
-    def flaky(*args, **kwargs):
-        count["n"] += 1
-        if count["n"] > 30:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer_module, "training_step", flaky)
-        with pytest.raises(KeyboardInterrupt):
-            train(TrainConfig(**cfg), tmp_path / "cut", progress=False)
-    resumed = train(TrainConfig(**cfg), tmp_path / "cut", resume=True, progress=False)
+    reference, resumed = interrupted_and_resumed(cfg, after=30)
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert RunDir(tmp_path / "cut").read_history()[-1]["epoch"] == 3
