@@ -290,8 +290,8 @@ class Trainer:
                                        milestones=cfg.milestones or ())
                     for group in opt.param_groups:
                         group["lr"] = group["base_lr"] * factor
-                    if cfg.channels_last and x.dim() in (4, 5):
-                        x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                    if cfg.channels_last and x.dim() == 4:  # a shared image batch (per-member ones are 5-D)
+                        x = x.contiguous(memory_format=torch.channels_last)
                     try:
                         losses, out = training_step(model, opt, x, y, loss=cfg.loss, gamma_scale=gamma_scale,
                                                     shared=shared, amp=cfg.amp, scaler=scaler, forward=forward)
