@@ -32,25 +32,31 @@ def cli(capsys):
     return run
 
 
+def interrupt_training_after(patch, calls: int) -> None:
+    """Make the trainer raise KeyboardInterrupt at training step ``calls`` + 1 (``patch``: a MonkeyPatch)."""
+    import deepens.training.trainer as trainer_module
+
+    real, count = trainer_module.training_step, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    patch.setattr(trainer_module, "training_step", flaky)
+
+
 @pytest.fixture
 def interrupted_and_resumed(monkeypatch, tmp_path):
-    """``run(options, after)``: train ``options`` uninterrupted, then again interrupted (KeyboardInterrupt) after
-    ``after`` training steps and resumed from its checkpoint; returns (reference, resumed) results."""
-    import deepens.training.trainer as trainer_module
+    """``run(options, after)``: train ``options`` uninterrupted (``tmp_path/ref``), then again interrupted after
+    ``after`` training steps and resumed from its checkpoint (``tmp_path/cut``); returns (reference, resumed)."""
     from deepens.training import TrainConfig, train
 
     def run(options: dict, after: int):
         reference = train(TrainConfig(**options), tmp_path / "ref", progress=False)
-        real, count = trainer_module.training_step, {"n": 0}
-
-        def flaky(*args, **kwargs):
-            count["n"] += 1
-            if count["n"] > after:
-                raise KeyboardInterrupt
-            return real(*args, **kwargs)
-
         with monkeypatch.context() as patch:
-            patch.setattr(trainer_module, "training_step", flaky)
+            interrupt_training_after(patch, after)
             with pytest.raises(KeyboardInterrupt):
                 train(TrainConfig(**options), tmp_path / "cut", progress=False)
         resumed = train(TrainConfig(**options), tmp_path / "cut", resume=True, progress=False)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import interrupt_training_after
 from torch.nn import functional as F
 
 import deepens as d
@@ -161,28 +162,11 @@ def test_mc_dropout_resampled_masks_change_during_training():
     assert all(n >= steps for n in draws)  # one draw per forward: at least one per training step
 
 
-def _interrupt_after(monkeypatch, calls):
-    real = trainer_module.training_step
-    count = {"n": 0}
-
-    def flaky(*args, **kwargs):
-        count["n"] += 1
-        if count["n"] > calls:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "training_step", flaky)
-
-
 @pytest.mark.parametrize("calls", [0, 5, 23, 35])
-def test_resume_after_interruption_is_bitwise_equal(tmp_path, monkeypatch, calls):
+def test_resume_after_interruption_is_bitwise_equal(tmp_path, interrupted_and_resumed, calls):
     cfg = dict(**{**TINY, "ensemble": "batch", "epochs": 4, "momentum": 0.9, "schedule": "cosine"})
-    reference = train(TrainConfig(**cfg), tmp_path / "ref", progress=False)
-    with monkeypatch.context() as patch:
-        _interrupt_after(patch, calls)  # 21 steps per epoch: interrupted before, inside and after epoch 1
-        with pytest.raises(KeyboardInterrupt):
-            train(TrainConfig(**cfg), tmp_path / "cut", progress=False)
-    resumed = train(TrainConfig(**cfg), tmp_path / "cut", resume=True, progress=False)
+    # 21 steps per epoch: interrupted before, inside and after epoch 1
+    reference, resumed = interrupted_and_resumed(cfg, after=calls)
     ref_state, new_state = reference.model.state_dict(), resumed.model.state_dict()
     for key in ref_state:
         assert torch.equal(ref_state[key], new_state[key]), key
@@ -221,7 +205,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     out = tmp_path / "run"
     with pytest.MonkeyPatch.context() as patch:
-        _interrupt_after(patch, 30)
+        interrupt_training_after(patch, 30)
         with pytest.raises(KeyboardInterrupt):
             train(TrainConfig(**TINY), out, progress=False)
     ckpt = out / json.loads((out / "checkpoint.json").read_text())["dir"]

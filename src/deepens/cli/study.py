@@ -75,6 +75,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def add_study(sub) -> None:
+    from ..models.convnet import POOLS
+
     p = sub.add_parser(
         "study",
         help="the four papers' experiments at small scale, a verdict per claim, and an HTML report",
@@ -99,7 +101,7 @@ def add_study(sub) -> None:
     p.add_argument("--data-dir", help="folder with the CIFAR python batches")
     p.add_argument("--num-samples", type=int, help="samples to generate (mnist1d, gaussians)")
     p.add_argument("--model", choices=("mlp", "convnet"), help="reference network of the EE parts (default mlp)")
-    p.add_argument("--pool", choices=("max", "avg"), help="convnet pooling: max (EE App. C, default) or avg (the "
+    p.add_argument("--pool", choices=POOLS, help="convnet pooling: max (EE App. C, default) or avg (the "
                    "variant whose infinite-width kernels, and so the analytic regime columns, have a closed form)")
     p.add_argument("--widths", help="hidden widths of the reference MLP (default 128,128)")
     p.add_argument("--epochs", type=int, help="epochs per EE training (preset default)")

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DeepensError
+from ..models.convnet import POOLS
 from ..runs.rundir import RunDir
 from ..training.config import ENSEMBLES, FAMILIES, FAMILY_WIDTH, MODELS, SCHEDULES, TrainConfig
 from ..training.recipes import RECIPES, recipe_options
@@ -33,7 +34,7 @@ OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
     (("--model",), "model", dict(choices=MODELS, help="reference network: mlp (default), convnet (EE App. C), "
                                 "vgg16 or wrn (PL App. A, per-member batch norm in every ensemble)")),
     (("--widths",), "widths", dict(help="MLP hidden widths, e.g. 128,128 (default)")),
-    (("--pool",), "pool", dict(choices=("max", "avg"), help="convnet pooling: max (EE App. C, default) or avg "
+    (("--pool",), "pool", dict(choices=POOLS, help="convnet pooling: max (EE App. C, default) or avg "
                                 "(closed-form infinite-width kernel)")),
     (("--width",), "width", dict(type=float, help="mlp / convnet: multiplier of the widths / channels (default 1); "
                                 "vgg16 / wrn: the paper's w (default 64 / 160)")),

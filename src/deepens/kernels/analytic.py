@@ -307,6 +307,7 @@ class _Kernels:
         self.nngp_x = self.ntk_x = None  # cross-member kernels, None while they equal the same-member ones
         self.ind = torch.zeros_like(nngp) if (ntk and trainable) else None
         self.with_ntk = ntk
+        self.collected: list[torch.Tensor] = []  # self pass: each activation's input variances
 
     def _linear(self, fn) -> None:
         for name in ("nngp", "ntk", "nngp_x", "ntk_x", "ind"):
@@ -549,7 +550,6 @@ def infinite_width_kernels(
         for start in range(0, x.shape[0], chunk):
             rows = x[start:start + chunk]
             k = _Kernels(_input_kernel(rows, rows, plan, pairs=False), plan, 1, ntk=False, trainable=False)
-            k.collected = []
             _run(network, plan, k, duals, None)
             parts.append(k.collected)
         return [torch.cat(column) for column in zip(*parts, strict=True)] if parts and parts[0] else []

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..data.datasets import DATASETS, IMAGE_DATASETS, LOCAL_DATASETS
 from ..errors import DeepensError, check_choice, check_int, check_real
+from ..models.convnet import POOLS
 
 __all__ = ["StudyConfig", "PRESETS", "STUDY_FIELDS", "REFERENCE_FIELDS"]
 
@@ -257,7 +258,7 @@ class StudyConfig:
         if self.dataset in LOCAL_DATASETS and not self.data_dir:
             raise DeepensError(f"data_dir: {self.dataset} is read from a local directory; pass --data-dir DIR")
         check_choice("model", self.model, ("mlp", "convnet"))
-        check_choice("pool", self.pool, ("max", "avg"))
+        check_choice("pool", self.pool, POOLS)
         if self.model == "convnet" and self.dataset in ("mnist1d", "gaussians"):
             raise DeepensError(f"model: convnet needs image data ({', '.join(IMAGE_DATASETS)}), not {self.dataset}")
         if not isinstance(self.widths, (list, tuple)) or not self.widths:

@@ -15,6 +15,7 @@ from typing import Any
 from ..data.datasets import DATASETS, IMAGE_DATASETS, LOCAL_DATASETS
 from ..errors import DeepensError, check_choice, check_int, check_real
 from ..layers.distributions import Distribution, parse_distribution
+from ..models.convnet import POOLS
 
 __all__ = ["TrainConfig", "parse_modulation", "parse_gamma", "ENSEMBLES", "MODELS", "SCHEDULES", "FAMILIES",
            "FAMILY_WIDTH"]
@@ -152,7 +153,7 @@ class TrainConfig:
         if self.dataset in LOCAL_DATASETS and not self.data_dir:
             raise DeepensError(f"data_dir: {self.dataset} is read from a local directory; pass --data-dir DIR")
         check_choice("model", self.model, MODELS)
-        check_choice("pool", self.pool, ("max", "avg"))
+        check_choice("pool", self.pool, POOLS)
         if self.pool != "max" and self.model != "convnet":
             raise DeepensError(f"pool: only the convnet has poolings to choose, not the {self.model}")
         if self.augment is not None:
