@@ -43,22 +43,82 @@ def digits_acceptance(device: str = "cpu") -> dict:
             "targets": {"deep_seconds": 120.0, "deep_test_accuracy": 0.97}}
 
 
+def _family(name: str, small: bool):
+    from deepens.models import VGG16, WideResNet
+
+    return VGG16(100, 8 if small else 64) if name == "vgg16" else WideResNet(16, 8 if small else 64, 100)
+
+
+def _process_member(family: str, small: bool, device: str, batch: int, steps: int, threads: int, seed: int,
+                    barrier) -> None:
+    """One member trained in its own process (what a user without deepens runs: M copies of a training script):
+    warm up, wait for every process at the barrier, take ``steps`` steps, wait again."""
+    import torch
+    from torch.nn import functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    net = _family(family, small).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 100, (batch,), device=device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    barrier.wait()
+    for _ in range(steps):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    barrier.wait()
+
+
+def _separate_processes(family: str, small: bool, m: int, device: str, batch: int, steps: int) -> float:
+    """Images per second of ``m`` processes training one network each at once (all members counted; CPU threads
+    split between them), from the release of the start barrier to the last process's end."""
+    import multiprocessing as mp
+    import os
+    import time
+
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(m + 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // m)
+    procs = [ctx.Process(target=_process_member, args=(family, small, device, batch, steps, threads, i, barrier))
+             for i in range(m)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.perf_counter()
+    barrier.wait()
+    seconds = time.perf_counter() - start
+    for p in procs:
+        p.join()
+    return m * batch * steps / seconds
+
+
 def cifar_throughput(device: str = "cpu", batch: int = 64, repeats: int = 7) -> dict:
     """Training throughput (images per second, all members counted) of ensembles of the CIFAR networks on random
     3×32×32 batches: DeepEnsemble M ∈ {1, 4, 8} of VGG16 and WRN-16 (w = 8 on CPU; 64 / 4·16 on CUDA) against a
-    Python loop over M separate networks, BatchEnsemble M = 4, and bf16 autocast. Ratios within one run."""
+    Python loop over M separate networks, against M separate processes training one network each at once
+    (M ≥ 4), BatchEnsemble M = 4, and bf16 autocast. Ratios within one run."""
     import torch
     from torch.nn import functional as F
 
     import deepens as d
-    from deepens.models import VGG16, WideResNet
     from deepens.training.trainer import training_step
 
     from .harness import compare
 
     small = device == "cpu"
-    families = {"vgg16": lambda: VGG16(100, 8 if small else 64),
-                "wrn-16": lambda: WideResNet(16, 8 if small else 64, 100)}
+    families = {"vgg16": lambda: _family("vgg16", small), "wrn-16": lambda: _family("wrn-16", small)}
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 100, (batch,), device=device)
     rows = []
@@ -87,6 +147,10 @@ def cifar_throughput(device: str = "cpu", batch: int = 64, repeats: int = 7) -> 
             row = {"family": family, "members": m,
                    **{f"{k}_images_per_s": m * batch / v for k, v in seconds.items()},
                    "speedup_vs_loop": seconds["loop"] / seconds["deepens"]}
+            if m >= 4:
+                rate = _separate_processes(family, small, m, device, batch, steps=max(4, repeats))
+                row["processes_images_per_s"] = rate
+                row["speedup_vs_processes"] = row["deepens_images_per_s"] / rate
             rows.append(row)
     return {"name": "training throughput of CIFAR networks (images/s, members counted), batch "
                     f"{batch} of 3×32×32, {'w = 8 (CPU)' if small else 'VGG16 w = 64, WRN-16-4'}",

@@ -76,3 +76,52 @@ def test_cached_single_pass_follows_weight_updates():
     out = ens.predict_logits_mean(x).sum()
     out.backward()
     assert ens.net.readout.readout.weight.grad is not None
+
+
+def test_batch_norm_below_the_readout_uses_each_members_own_batch():
+    """LLD of a network with batch norms: on one batch per member, member α is the network (its batch norm in
+    training mode) on x_α alone; the running buffers take the mean of those M updates; on a shared batch and in
+    evaluation it is the network itself. Float64, against an explicit loop over members."""
+    import copy
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 5),
+                              torch.nn.BatchNorm1d(5, momentum=None), torch.nn.ReLU(), torch.nn.Linear(5, 3)).double()
+    m = 3
+    ens = d.LastLayerDropout(net, m, seed=1).double().train()
+    x = torch.randn(m, 6, 3, 5, 5, dtype=torch.float64)
+    refs = [copy.deepcopy(ens) for _ in range(m)]
+    out = ens(x)
+    out.square().sum().backward()
+    expected = []
+    for a, ref in enumerate(refs):
+        o = ref(x[a])[a]  # a shared batch x_α: the network's own batch norm on x_α
+        o.square().sum().backward()
+        expected.append(o)
+    assert torch.allclose(out, torch.stack(expected), atol=1e-12)
+    for name, p in ens.named_parameters():
+        grad = sum(dict(ref.named_parameters())[name].grad for ref in refs)
+        assert torch.allclose(p.grad, grad, atol=1e-10), name
+    for name, buffer in ens.named_buffers():
+        if "running" in name:
+            mean = torch.stack([dict(ref.named_buffers())[name] for ref in refs]).mean(0)
+            assert torch.allclose(buffer, mean, atol=1e-12), name
+        elif "num_batches_tracked" in name:
+            assert int(buffer) == 1
+    for module in (ens.net.get_submodule("1"), ens.net.get_submodule("6")):  # shared batches, evaluation:
+        torch_bn = (torch.nn.BatchNorm2d if module.running_mean.shape == (4,) else torch.nn.BatchNorm1d)(
+            module.num_features, momentum=module.momentum).double()  # exactly nn.BatchNorm, buffers included
+        torch_bn.load_state_dict({k: v.clone() for k, v in module.state_dict().items()})
+        h = torch.randn((6, module.num_features) + ((5, 5) if isinstance(torch_bn, torch.nn.BatchNorm2d) else ()),
+                        dtype=torch.float64)
+        for training in (True, False):
+            module.train(training)
+            torch_bn.train(training)
+            ens.ctx.shared = True
+            try:
+                assert torch.allclose(module(h), torch_bn(h), atol=1e-12)
+            finally:
+                ens.ctx.shared = False
+            for key, value in torch_bn.state_dict().items():
+                assert torch.equal(module.state_dict()[key], value), key

@@ -415,7 +415,7 @@ def test_a_study_killed_across_papers_resumes_without_recomputing_finished_parts
     (dict(regime_p=[1.5]), "regime_p: expected a number"),
     (dict(widths=[]), "widths: expected a list"),
     (dict(pool_size=5), "pool_size: a power law needs"),
-    (dict(dataset="cifar10"), "data_dir: cifar10 is read from a local directory"),
+    (dict(dataset="cifar10"), "data_dir: dataset cifar10 read(s) files from a local directory"),
     (dict(model="convnet", dataset="mnist1d"), "model: convnet needs image data"),
     (dict(cross_groups=["c3"]), "cross_groups: expected one of"),
     (dict(seeds=0), "seeds: expected an integer >= 1"),
@@ -549,3 +549,15 @@ def test_the_study_runs_on_every_dataset_of_the_trainer(tmp_path, dataset):
         assert lld[0]["accuracy"] == trained.metrics["test"]["accuracy"]
     cos = result["parts"]["orthogonality"]["results"]["rows"]
     assert all(0.0 <= r["mean"] <= 1.0 for r in cos)
+
+
+def test_the_plan_of_a_finished_study_names_every_training_it_ran(study):
+    from deepens.study.plan import plan_study
+    from deepens.sweeps.store import Store
+
+    out, result = study
+    plan = plan_study(TINY, out=out, steps=1, warmup=0)
+    stored = {t.id for t in Store(out / "store").tasks()}
+    assert plan["done"] == plan["trainings"] == len(stored) and plan["seconds"] == 0 and plan["calibrations"] == []
+    trained = {n for n, p in result["parts"].items() if p["trainings"]}
+    assert trained == {p["name"] for p in plan["parts"] if p["trainings"]}

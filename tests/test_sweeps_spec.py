@@ -1,6 +1,7 @@
 """Sweep specs: expansion against an explicit product, member chunks, task identity, validation errors."""
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -117,12 +118,14 @@ def test_bad_files_are_refused(tmp_path):
     assert len(load_spec(tmp_path / "empty.yaml").tasks) == 1  # every default: one training
 
 
-@pytest.mark.parametrize("path", ["width-pools.yaml", "regime.toml", "gpu-pools.yaml", "pl-cifar100-vgg.yaml"])
+@pytest.mark.parametrize("path", ["width-pools.yaml", "regime.toml", "gpu-pools.yaml", "pl-cifar100-vgg.yaml",
+                                  "ce-cifar100-resnext.yaml"])
 def test_the_example_specs_are_valid(path):
     from pathlib import Path
 
     spec = load_spec(Path(__file__).resolve().parent.parent / "examples" / "sweeps" / path)
-    expected = {"width-pools.yaml": 16, "regime.toml": 32, "gpu-pools.yaml": 12, "pl-cifar100-vgg.yaml": 48}[path]
+    expected = {"width-pools.yaml": 16, "regime.toml": 32, "gpu-pools.yaml": 12, "pl-cifar100-vgg.yaml": 48,
+                "ce-cifar100-resnext.yaml": 40}[path]
     assert len(spec.tasks) == expected
     if path == "pl-cifar100-vgg.yaml":  # l = max(64, 8 s_std / s) networks per width, in whole tasks of 16
         from deepens.models import VGG16
@@ -133,6 +136,14 @@ def test_the_example_specs_are_valid(path):
             assert pool == 16 * -(-max(64, -(-8 * sizes[64] // s)) // 16)
             assert all(t.config["members"] == 16 for t in spec.tasks)
         assert spec.resources == {"cpus": 4, "gpus": 0.5}
+    elif path == "ce-cifar100-resnext.yaml":  # CE Table 1: 4 designs × 10 runs, the ce-resnext recipe
+        from deepens.training.recipes import recipe_options
+
+        recipe = recipe_options("ce-resnext")
+        designs = {(t.config["cardinality"], t.config["width"]) for t in spec.tasks}
+        assert designs == {(3, 64), (1, 128), (37, 10), (10, 10)}
+        for key in ("lr", "milestones", "epochs", "weight_decay", "momentum", "batch_size", "augment"):
+            assert {json.dumps(t.config[key]) for t in spec.tasks} == {json.dumps(recipe[key])}, key
     elif path != "regime.toml":  # pools: every chunk on one split, so they pool by width
         assert {TrainConfig.from_dict(t.config).split_seed() for t in spec.tasks} == {0}
         assert sum(t.config["members"] for t in spec.tasks) == 64 * len({t.point for t in spec.tasks})

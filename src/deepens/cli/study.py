@@ -8,7 +8,9 @@ import sys
 
 from .common import print_json, split_ints
 
-PRESET_HELP = "tiny (seconds; tests), quick (default; make demo, < 10 min on 2 CPU cores), full (hours on a CPU)"
+PRESET_HELP = ("tiny (seconds; tests), quick (default; make demo, < 10 min on 2 CPU cores), full (hours on a CPU), "
+               "paper (each paper's data, networks and recipes: CIFAR-100, MNIST, FashionMNIST from --data-dir; GPU "
+               "days — see --plan)")
 
 
 def preset_of(args: argparse.Namespace) -> str:
@@ -46,11 +48,33 @@ def print_study(result: dict, parts: list[str] | None = None) -> None:
 
 
 def add_preset_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=("tiny", "quick", "full"), help=PRESET_HELP)
+    p.add_argument("--preset", choices=("tiny", "quick", "full", "paper"), help=PRESET_HELP)
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="alias of --preset quick")
     size.add_argument("--full", action="store_true", help="alias of --preset full")
     size.add_argument("--tiny", action="store_true", help="alias of --preset tiny")
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f}" if seconds >= 36 else f"{seconds / 3600:.1e}"
+
+
+def print_plan(plan: dict) -> None:
+    """The human-readable plan: per part its trainings and estimated hours, then the totals."""
+    unit = "GPU" if plan["gpu_hours"] is not None else plan["device"].upper()
+    for p in plan["parts"]:
+        if p["trains"]:
+            shared = f", {p['shared']} shared with an earlier part" if p["shared"] else ""
+            done = f", {p['done']} done in the store" if p["done"] else ""
+            print(f"{p['paper']}.{p['name']}: {p['trainings']} trainings{shared}{done} — "
+                  f"{_hours(p['seconds'])} {unit}-hours")
+        else:
+            print(f"{p['paper']}.{p['name']}: no trainings ({p['units']} units of kernel / Monte Carlo / own loops, "
+                  "not timed)")
+    print(f"\n{plan['trainings']} distinct trainings ({plan['done']} done), estimated {_hours(plan['seconds'])} "
+          f"{unit}-hours on {plan['device']}" + (f", about {plan['wall_hours']:.2f} h of wall time with "
+                                                 f"{plan['workers']} workers" if plan["gpu_hours"] is None else "")
+          + f"; from {len(plan['calibrations'])} calibration runs of {plan['timed_steps']} steps each.")
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -61,6 +85,17 @@ def cmd_study(args: argparse.Namespace) -> int:
                      pool=args.pool, epochs=args.epochs, seed=args.seed, seeds=args.seeds, device=args.device,
                      widths=split_ints("widths", args.widths) if args.widths else None)
     config = StudyConfig.preset_config(preset_of(args), **overrides)
+    if args.plan:
+        from ..study.plan import plan_study
+
+        log = None if args.json else (lambda msg: sys.stderr.write(msg + "\n"))
+        plan = plan_study(config, only=args.only, paper=args.paper, out=args.out, store=args.store,
+                          workers=args.workers, steps=args.plan_steps, log=log)
+        if args.json:
+            print_json(plan)
+        else:
+            print_plan(plan)
+        return 0
     workers = default_workers(config.device) if args.workers is None else args.workers
     log = None if args.json else (lambda msg: sys.stderr.write(msg + "\n"))
     result = run_study(config, args.out, only=args.only, paper=args.paper, resume=args.resume,
@@ -98,7 +133,8 @@ def add_study(sub) -> None:
                                    "trainings done there with the same options are loaded, not trained")
     p.add_argument("--dataset", help="dataset of the embedded-ensemble parts: digits (default), mnist1d, gaussians, "
                                      "cifar10, cifar100, mnist, fashion-mnist (with --data-dir)")
-    p.add_argument("--data-dir", help="folder with the CIFAR python batches")
+    p.add_argument("--data-dir", help="folder with the local datasets: CIFAR python batches (cifar-10-batches-py/, "
+                                      "cifar-100-python/), (Fashion-)MNIST idx files (e.g. FashionMNIST/raw/)")
     p.add_argument("--num-samples", type=int, help="samples to generate (mnist1d, gaussians)")
     p.add_argument("--model", choices=("mlp", "convnet"), help="reference network of the EE parts (default mlp)")
     p.add_argument("--pool", choices=POOLS, help="convnet pooling: max (EE App. C, default) or avg (the "
@@ -111,6 +147,10 @@ def add_study(sub) -> None:
     p.add_argument("--workers", type=int,
                    help="worker processes training a part's networks at once (default: one per usable core on a CPU, "
                         "at most 8; 1 on a GPU); every training uses one thread, so the numbers do not depend on it")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing: list every part's trainings (new / done in the store) and estimate device-"
+                        "hours from a short timed calibration run per network shape on --device")
+    p.add_argument("--plan-steps", type=int, default=3, help="optimizer steps timed per calibration run (default 3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print every result as JSON (no progress display)")
     p.set_defaults(func=cmd_study)

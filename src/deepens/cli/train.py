@@ -106,6 +106,9 @@ def add_train(sub) -> None:
     p.add_argument("--out", type=Path, help="run directory to write (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="build the ensemble on the data and print its parameter "
                    "counts and forward FLOPs per sample without training or writing anything")
+    p.add_argument("--estimate", type=int, nargs="?", const=3, metavar="STEPS",
+                   help="with --dry-run: time STEPS (default 3) real optimizer steps on --device after one warm-up "
+                        "step and estimate the whole training's wall time")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -180,6 +183,10 @@ def print_metrics(metrics: dict) -> None:
         print(f"test accuracy of the first k members, k = {ks[0]}..{ks[-1]}: {accs}")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 600 else f"{seconds / 3600:.2f} h"
+
+
 def dry_run(config: TrainConfig) -> dict:
     """Parameters (total, shared, individual, one reference network) and forward FLOPs per sample (one member,
     the whole ensemble) of the ensemble ``config`` builds, on its data's input shape."""
@@ -216,8 +223,13 @@ def run_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         if args.resume:
             raise DeepensError("dry-run: nothing is trained; drop --resume")
+        if args.estimate is not None and args.estimate < 1:
+            raise DeepensError(f"estimate: expected a number of steps >= 1, got {args.estimate}")
         args.out = args.out or Path(".")
-        report = dry_run(config_from_args(args))
+        config = config_from_args(args)
+        report = dry_run(config)
+        if args.estimate is not None:
+            report["estimate"] = Trainer(config, progress=False).estimate(steps=args.estimate)
         if args.json:
             print_json(report)
         else:
@@ -227,7 +239,15 @@ def run_train(args: argparse.Namespace) -> int:
                   f"{p['individual']:,} individual; one network {p['reference_network']:,}); forward FLOPs per "
                   f"sample {report['flops_per_sample']['ensemble']:,} "
                   f"(one network {report['flops_per_sample']['reference_network']:,})")
+            if "estimate" in report:
+                e = report["estimate"]
+                print(f"timed {e['timed_steps']} steps on {e['device']}: {e['seconds_per_step'] * 1e3:.1f} ms per "
+                      "step, "
+                      f"{e['steps']:,} steps; estimated {_duration(e['seconds'])} for the whole training "
+                      "(evaluations included)")
         return 0
+    if args.estimate is not None:
+        raise DeepensError("estimate: only with --dry-run (nothing is timed while training)")
     if args.out is None:
         raise DeepensError("out: give the run directory to write (--out DIR)")
     config = config_from_args(args)

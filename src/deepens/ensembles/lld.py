@@ -7,7 +7,7 @@ from torch import nn
 
 from ..errors import DeepensError
 from ..layers.distributions import Distribution, Normal, parse_distribution
-from ..layers.members import ModulatedReadout
+from ..layers.members import ModulatedReadout, SharedBatchNorm
 from .base import Ensemble
 from .graph import trace
 
@@ -22,7 +22,9 @@ class LastLayerDropout(Ensemble):
     with the averaged mask ū = (1/M) Σ_α u_α (Eq. 65), exactly the mean of the members' outputs.
     ``mask`` defaults to N(0, 1) (centred: the independent regime); ``ShiftedNormal(p)`` moves it
     towards the collective regime. Training uses the per-member losses scaled by γ(M)/M (Eq. 66),
-    which the trainer applies to the shared parameters. All parameters are shared.
+    which the trainer applies to the shared parameters. All parameters are shared; a batch norm below the
+    readout (:class:`~deepens.layers.members.SharedBatchNorm`) is the network's own on a shared batch and
+    normalises each member with its own statistics when the members get their own batches.
     """
 
     kind = "lld"
@@ -50,6 +52,8 @@ class LastLayerDropout(Ensemble):
         gen = torch.Generator().manual_seed(self.seed)
         values = self.mask.sample((self.members, readout.in_features), generator=gen, dtype=readout.module.weight.dtype)
         traced.replace_module(readout.target, ModulatedReadout(readout.module, values, self.ctx))
+        for _node, target, norm in traced.norms:  # members' own batches: each member's own statistics
+            traced.replace_module(target, SharedBatchNorm(norm, self.ctx))
         self.net = traced.finish()
         self.sample_shape = traced.sample_shape
         self._readout = readout.target

@@ -30,8 +30,8 @@ from ..errors import DeepensError
 from .distributions import Distribution
 from .parameterized import scaled_bias, scaled_weight
 
-__all__ = ["MemberContext", "StackedLinear", "StackedConv", "StackedBatchNorm", "Modulation", "Tile",
-           "ModulatedReadout"]
+__all__ = ["MemberContext", "StackedLinear", "StackedConv", "StackedBatchNorm", "SharedBatchNorm", "Modulation",
+           "Tile", "ModulatedReadout"]
 
 
 class MemberContext:
@@ -282,6 +282,60 @@ class StackedBatchNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"members={self.members}, {self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class SharedBatchNorm(nn.Module):
+    """One batch norm shared by all members (its parameters and running buffers under ``nn.BatchNorm``'s names)
+    whose batch statistics are each member's own when the members see their own batches.
+
+    On a shared batch (``ctx.shared``), in evaluation, or with one member it computes exactly what the wrapped
+    ``nn.BatchNorm`` computes. On one batch per member, folded as (M·B, C, ...), each member is normalised with
+    the mean and variance of its own B samples (never with the other members' samples) and the shared affine
+    parameters; the running buffers move towards the members' mean batch statistics, running ← (1 − momentum)·
+    running + momentum·mean_α(stat_α) — the average of the M updates a per-member batch norm would make. For
+    ensembles whose members share every layer below their modulations
+    (:class:`~deepens.ensembles.LastLayerDropout`)."""
+
+    def __init__(self, layer: nn.modules.batchnorm._BatchNorm, ctx: MemberContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.num_features, self.eps, self.momentum = layer.num_features, layer.eps, layer.momentum
+        self.affine, self.track_running_stats = layer.affine, layer.track_running_stats
+        self.weight, self.bias = layer.weight, layer.bias
+        self.register_buffer("running_mean", layer.running_mean)
+        self.register_buffer("running_var", layer.running_var)
+        self.register_buffer("num_batches_tracked", layer.num_batches_tracked)
+
+    def _factor(self) -> float:
+        """The running-statistics momentum of this training step (counting it), as ``nn.BatchNorm``."""
+        if not (self.training and self.track_running_stats and self.num_batches_tracked is not None):
+            return 0.0 if self.momentum is None else self.momentum
+        self.num_batches_tracked.add_(1)
+        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.ctx.members
+        factor = self._factor()
+        use_batch = self.training or self.running_mean is None
+        if self.ctx.shared or not self.training or m == 1:
+            return F.batch_norm(x, self.running_mean if not self.training or self.track_running_stats else None,
+                                self.running_var if not self.training or self.track_running_stats else None,
+                                self.weight, self.bias, use_batch, factor, self.eps)
+        batch, c, spatial = x.shape[0] // m, x.shape[1], tuple(x.shape[2:])
+        xs = x.reshape((m, batch, c) + spatial).transpose(0, 1).reshape((batch, m * c) + spatial)
+        running = self.track_running_stats and self.running_mean is not None
+        mean = self.running_mean.repeat(m) if running else None
+        var = self.running_var.repeat(m) if running else None
+        y = F.batch_norm(xs, mean, var, None if self.weight is None else self.weight.repeat(m),
+                         None if self.bias is None else self.bias.repeat(m), True, factor, self.eps)
+        if running:
+            with torch.no_grad():
+                self.running_mean.copy_(mean.view(m, c).mean(0))
+                self.running_var.copy_(var.view(m, c).mean(0))
+        return y.reshape((batch, m, c) + spatial).transpose(0, 1).reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, shared by the members"
 
 
 class Modulation(nn.Module):

@@ -24,7 +24,8 @@ __all__ = ["PARTS"]
 def _primaldual_family(cfg: StudyConfig):
     from ..design import MLPFamily
 
-    return MLPFamily(64 if cfg.primaldual_dataset == "digits" else 40, 10, 6)
+    inputs = {"digits": 64, "mnist1d": 40, "mnist": 784, "fashion-mnist": 784}[cfg.primaldual_dataset]
+    return MLPFamily(inputs, 10, 6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,13 +338,13 @@ def _primaldual_run(cfg: StudyConfig, ctx) -> dict:
                 math.ceil(math.expm1(alpha * family.exponent(n)) / v_s - 1e-9)
             designs.append((curve, n, max(1, int(m))))
     rows = []
-    extra = {"num_samples": 10_000} if cfg.primaldual_dataset == "mnist1d" else {}
+    extra = {"num_samples": 10_000} if cfg.primaldual_dataset == "mnist1d" else {"num_samples": None}
 
     def options(n, m):
         return dict(dataset=cfg.primaldual_dataset, ensemble="collegial", multiplicity=m, widths=[n] * 5,
                     members=cfg.primaldual_members, epochs=cfg.primaldual_epochs, batch_size=128, optimizer="adam",
                     lr=1e-3, schedule="cosine", final_lr=0.0, weight_decay=0.0, seed=ctx.seed(0) + n, model="mlp",
-                    **extra)
+                    recipe=None, **extra)
 
     ctx.prefetch([options(n, m) for _, n, m in designs])
     for curve, n, m in designs:
@@ -520,7 +521,8 @@ DRIFT_CLAIMS = (
 
 
 PARTS: tuple[Part, ...] = (
-    Part("alpha", "ce", "Algorithm 1: α", ("alpha",), lambda c: c.seeds, _alpha_run, _alpha_plot, ALPHA_CLAIMS,
+    Part("alpha", "ce", "Algorithm 1: α", ("alpha", "primaldual"), lambda c: c.seeds, _alpha_run, _alpha_plot,
+         ALPHA_CLAIMS,
          summary="Monte Carlo NTK statistics over initialisations at several widths of the MLP the primal/dual "
                  "experiment trains, and the log-linear fit of α (Algorithm 1)."),
     Part("variance", "ce", "Var(K^e) = Var(K_n)/m and the NMK", ("variance",),
@@ -535,7 +537,7 @@ PARTS: tuple[Part, ...] = (
          summary="Primal and dual optimal designs of Fig. 3's MLP (α by Algorithm 1) and of ResNeXt-29 (the "
                  "paper's α = 1.6)."),
     Part("primaldual", "ce", "Primal and dual designs, trained", ("primaldual", "alpha"),
-         lambda c: 2 * len(c.primaldual_widths), _primaldual_run, _primaldual_plot, PRIMALDUAL_CLAIMS,
+         lambda c: 2 * len(c.primaldual_widths), _primaldual_run, _primaldual_plot, PRIMALDUAL_CLAIMS, trains=True,
          summary="Collegial ensembles on the primal (equal parameters) and dual (equal Var(K^e)) curves, trained with "
                  "Adam; several seeds as the members of one vectorized run."),
     Part("drift", "ce", "Theorem 1: NTK drift", ("drift",),

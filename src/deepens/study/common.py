@@ -24,8 +24,9 @@ class Part:
     ``run(config, ctx)`` returns ``{"results": ..., "tables": {name: rows}, "measured": {quantity:
     measure(...)}, "scale": {...}, "reading": [sentences], "headline": sentence}``; the runner evaluates
     ``claims`` (declared here, before the run) on ``measured``. ``plot(record, folder)`` writes its PNGs.
-    ``prefixes`` name the config fields it reads besides ``seed``/``seeds``; ``reference`` adds the EE
-    reference setup."""
+    ``prefixes`` name the config fields it reads besides ``seed``/``seeds``/``data_dir``; ``reference`` adds the
+    EE reference setup. A part with ``trains`` hands every training it needs to ``ctx.prefetch`` before it asks
+    for the first result (the study's plan collects them there)."""
 
     name: str
     paper: str
@@ -37,6 +38,7 @@ class Part:
     claims: tuple[Claim, ...] = field(default=())
     reference: bool = False
     summary: str = ""  # what the part does, for the report and docs
+    trains: bool = False  # its trainings go through ``ctx.prefetch`` / ``ctx.train`` (what ``--plan`` counts)
 
 
 def finite(x) -> float | None:

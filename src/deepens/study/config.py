@@ -8,13 +8,16 @@ A part's results are tied to the values of the fields it reads (:meth:`StudyConf
 
 Presets: ``tiny`` (every part in seconds; the tests), ``quick`` (``make demo``: all four papers in under 10
 minutes on 2 CPU cores), ``full`` (the former stand-alone experiments' settings and the EE grids; hours on a
-CPU). Paper-scale presets (CIFAR on a GPU) will join :data:`PRESETS`.
+CPU), ``paper`` (each paper's own data, networks and recipes: CIFAR-100 and the EE ConvNet, MNIST MLPs for the
+collegial designs, FashionMNIST CNNs, CIFAR-100 VGG16 pools; needs ``data_dir`` and, to finish, GPUs —
+``deepens study --preset paper --plan`` counts the trainings and times them first).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import asdict, dataclass, field, fields
 
 from ..data.datasets import DATASETS, IMAGE_DATASETS, LOCAL_DATASETS
@@ -23,12 +26,13 @@ from ..models.convnet import POOLS
 
 __all__ = ["StudyConfig", "PRESETS", "STUDY_FIELDS", "REFERENCE_FIELDS"]
 
-PRESETS = ("tiny", "quick", "full")
+PRESETS = ("tiny", "quick", "full", "paper")
 
-STUDY_FIELDS = ("seed", "seeds")
+STUDY_FIELDS = ("seed", "seeds", "data_dir")
 SEQUENCES = ("widths", "digits_channels", "so2_channels")  # ordered sizes, kept as given
-REFERENCE_FIELDS = ("dataset", "data_dir", "num_samples", "model", "pool", "widths", "epochs", "batch_size", "lr",
-                    "schedule", "weight_decay")
+REFERENCE_FIELDS = ("recipe", "dataset", "data_dir", "num_samples", "val", "model", "pool", "widths", "epochs",
+                    "batch_size", "lr", "schedule", "weight_decay")
+EQUIVARIANCE_DATASETS = ("digits", "fashion-mnist", "mnist")
 
 
 def _ints(name: str, values, *, minimum: int = 1) -> list[int]:
@@ -57,9 +61,11 @@ class StudyConfig:
     device: str = "cpu"
 
     # ---- the reference setup of the Embedded Ensembles parts
+    recipe: str | None = None  # a training recipe (deepens.training.recipes) under the fields below
     dataset: str = "digits"
     data_dir: str | None = None
     num_samples: int | None = None
+    val: float | None = None  # held-out training examples (count, or fraction < 1); None: the recipe's or 10 %
     model: str = "mlp"
     pool: str = "max"  # convnet pooling: max (EE App. C) or avg (closed-form infinite-width kernels)
     widths: list[int] = _L(128, 128)
@@ -126,7 +132,7 @@ class StudyConfig:
     design_draws: int = 200
     design_widths: list[int] = _L(16, 32, 64, 128)
     # CE Fig. 4: collegial ensembles on the primal and dual curves, trained
-    primaldual_dataset: str = "digits"
+    primaldual_dataset: str = "digits"  # digits, mnist1d or mnist (the paper's; with data_dir)
     primaldual_widths: list[int] = _L(8, 16, 32, 64, 200)
     primaldual_baseline: int = 200
     primaldual_epochs: int = 15
@@ -154,6 +160,7 @@ class StudyConfig:
     cross_test: int = 64
     cross_rotations: int = 8
     cross_ood_scale: float = 3.0
+    digits_dataset: str = "digits"  # digits (shipped), fashion-mnist or mnist (the talk's; with data_dir)
     digits_groups: list[int] = _L(4, 8)
     digits_members: int = 4
     digits_steps: int = 100
@@ -164,6 +171,7 @@ class StudyConfig:
     digits_ood: int = 100
     digits_test: int = 180
     digits_infinite: int = 24  # training digits (× their C4 orbits) of the infinite-width CNN ensemble (0: none)
+    so2_dataset: str = "digits"
     so2_rotations: list[int] = _L(1, 2, 8)  # random rotations of every training image per step
     so2_members: int = 4
     so2_steps: int = 100
@@ -176,8 +184,13 @@ class StudyConfig:
     # ---- Power laws
     pool_dataset: str = "mnist1d"
     pool_num_samples: int = 10_000
+    pool_model: str = "mlp"  # mlp (40 → w → w → 10), vgg16 or wrn (w: the family's width, PL App. A)
+    pool_recipe: str | None = None  # a training recipe under the pool's fields (pl-vgg, pl-wrn)
     pool_widths: list[int] = _L(16, 32, 48, 64)  # hidden widths of 40 → w → w → 10
-    pool_size: int = 32  # networks per width
+    pool_size: int = 32  # networks per width (the paper's N)
+    pool_scale: float = 0.0  # > 0: ℓ = max(pool_size, ⌈pool_scale · s_largest / s⌉) networks of size s (PL §3: 8)
+    pool_chunk: int = 0  # networks per training (0: a width's whole pool in one vectorized training)
+    pool_batch_size: int = 128
     pool_epochs: int = 20
     pool_lr: float = 0.05
     pool_weight_decay: float = 5e-4
@@ -186,9 +199,34 @@ class StudyConfig:
     calib_temperatures: list[float] = _L(0.5, 1.0, 2.0)
     calib_tail: int = 4  # Proposition 1: fit c + b/n on n >= calib_tail
 
+    # The ``paper`` preset: the ``full`` grids on each paper's own data, networks and recipes. Where a paper
+    # leaves a value open, the choice is the recipe's (deepens.training.recipes) or says so here.
+    PAPER: typing.ClassVar[dict] = dict(
+        preset="paper", device="auto", seeds=3,  # seeds: the EE figures' error bars; 3 keeps it within reach
+        # EE App. C: CIFAR-100, the 4-layer ConvNet, SGD 0.9, batch 128, lr 0.01 then linear decay to 1e-4 after
+        # half of the 1000 epochs, 10k held-out images (the recipe ee-convnet)
+        recipe="ee-convnet", dataset="cifar100", model="convnet", pool="max", epochs=1000, batch_size=128,
+        lr=0.01, schedule="ee", weight_decay=5e-4, gradient_epochs=100,
+        # CE §4.1 (Fig. 4): MLPs with L = 6 layers, baseline width 200, MNIST, Adam for 70 epochs, averaged over
+        # 100 repetitions (here the members of one vectorized run per design)
+        primaldual_dataset="mnist", primaldual_epochs=70, primaldual_members=100,
+        # the talk: CNN ensembles on FashionMNIST augmented by C4, C8, C16 and sampled SO(2) rotations; OOD
+        # images from CIFAR-10 (greyscale, resized) and noise. Steps, widths, members: not in the talk
+        digits_dataset="fashion-mnist", digits_groups=[4, 8, 16], digits_members=8, digits_steps=20_000,
+        digits_batch_size=128, digits_channels=[32, 64, 64, 128], digits_evals=5, digits_ood=1000,
+        digits_test=2000, digits_infinite=64,
+        so2_dataset="fashion-mnist", so2_rotations=[1, 2, 4, 8, 16], so2_members=8, so2_steps=20_000,
+        so2_batch_size=128, so2_channels=[32, 64, 64, 128], so2_test=2000, so2_test_rotations=32,
+        # PL §3, §5: VGG16 on CIFAR-100 at w = 8..64, ℓ = max(64, 8·s_std/s) networks per width (s_std: w = 64),
+        # 200 epochs (the recipe pl-vgg), trained 16 networks per task
+        pool_dataset="cifar100", pool_model="vgg16", pool_recipe="pl-vgg", pool_widths=[8, 16, 32, 64],
+        pool_size=64, pool_scale=8.0, pool_chunk=16, pool_epochs=200, pool_lr=0.05, pool_weight_decay=5e-4,
+        pool_batch_size=128, pool_partitions=8,
+    )
+
     @classmethod
     def preset_config(cls, name: str, **overrides) -> StudyConfig:
-        """The ``tiny``, ``quick`` (``make demo``) or ``full`` settings, with ``overrides``."""
+        """The ``tiny``, ``quick`` (``make demo``), ``full`` or ``paper`` settings, with ``overrides``."""
         check_choice("preset", name, PRESETS)
         if name == "quick":
             base = cls()
@@ -217,6 +255,8 @@ class StudyConfig:
                        so2_channels=[8, 16, 32, 64], so2_test=360, so2_test_rotations=32,
                        pool_widths=[16, 32, 64, 128], pool_size=48, pool_epochs=60, pool_partitions=8,
                        calib_temperatures=[0.5, 0.75, 1.0, 1.5, 2.0])
+        elif name == "paper":
+            base = dataclasses.replace(cls.preset_config("full"), **cls.PAPER)
         else:
             base = cls(preset="tiny", seeds=2, widths=[16, 16], epochs=2, batch_size=128,
                        regime_p=[0.0, 0.5, 1.0], regime_members=[1, 2],
@@ -253,10 +293,26 @@ class StudyConfig:
         return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
 
     def validate(self) -> StudyConfig:
+        from ..training.recipes import RECIPES
+
         check_choice("preset", self.preset, PRESETS)
         check_choice("dataset", self.dataset, DATASETS)
-        if self.dataset in LOCAL_DATASETS and not self.data_dir:
-            raise DeepensError(f"data_dir: {self.dataset} is read from a local directory; pass --data-dir DIR")
+        check_choice("pool_dataset", self.pool_dataset, ("mnist1d", "digits", "cifar10", "cifar100"))
+        check_choice("pool_model", self.pool_model, ("mlp", "vgg16", "wrn"))
+        check_choice("primaldual_dataset", self.primaldual_dataset, ("digits", "mnist1d", "mnist", "fashion-mnist"))
+        check_choice("digits_dataset", self.digits_dataset, EQUIVARIANCE_DATASETS)
+        check_choice("so2_dataset", self.so2_dataset, EQUIVARIANCE_DATASETS)
+        for name in ("recipe", "pool_recipe"):
+            if getattr(self, name) is not None:
+                check_choice(name, getattr(self, name), tuple(RECIPES))
+        local = [f"{name} {getattr(self, name)}" for name in ("dataset", "pool_dataset", "primaldual_dataset",
+                                                            "digits_dataset", "so2_dataset")
+                 if getattr(self, name) in LOCAL_DATASETS]
+        if local and not self.data_dir:
+            raise DeepensError(f"data_dir: {', '.join(local)} read(s) files from a local directory; pass --data-dir "
+                               "DIR (nothing downloads)")
+        if self.pool_model != "mlp" and self.pool_dataset not in IMAGE_DATASETS:
+            raise DeepensError(f"pool_model: {self.pool_model} needs image data, not {self.pool_dataset}")
         check_choice("model", self.model, ("mlp", "convnet"))
         check_choice("pool", self.pool, POOLS)
         if self.model == "convnet" and self.dataset in ("mnist1d", "gaussians"):
@@ -276,9 +332,9 @@ class StudyConfig:
             if f.name in SEQUENCES:
                 continue
             if f.type == "int" and f.name not in ("seed", "num_samples"):
-                check_int(f.name, value, minimum=1)
+                check_int(f.name, value, minimum=0 if f.name in ("pool_chunk", "digits_infinite") else 1)
             elif f.type == "float":
-                low_open = f.name not in ("weight_decay", "pool_weight_decay")
+                low_open = f.name not in ("weight_decay", "pool_weight_decay", "pool_scale")
                 check_real(f.name, value, low=0.0, low_open=low_open)
             elif f.type == "list[int]":
                 setattr(self, f.name, _ints(f.name, value))
@@ -293,8 +349,6 @@ class StudyConfig:
             raise DeepensError("ortho_widths, constancy_widths, interaction_widths: a slope needs at least 2 widths")
         if len(self.alpha_widths) < 2 or len(self.design_widths) < 2:
             raise DeepensError("alpha_widths, design_widths: fitting α needs at least 2 widths")
-        if self.primaldual_dataset not in ("digits", "mnist1d"):
-            raise DeepensError(f"primaldual_dataset: expected digits or mnist1d, got {self.primaldual_dataset!r}")
         if max(self.primaldual_widths) > self.primaldual_baseline:
             raise DeepensError("primaldual_widths: member widths above the baseline width have no collegial design")
         for name in self.drift_activations:
@@ -304,8 +358,6 @@ class StudyConfig:
         self.cross_groups = [str(g).strip().lower() for g in self.cross_groups]
         for g in self.cross_groups:
             check_choice("cross_groups", g, tuple(ROTATION_GROUPS))
-        if self.pool_dataset not in ("mnist1d", "digits"):
-            raise DeepensError(f"pool_dataset: expected mnist1d or digits, got {self.pool_dataset!r}")
         need = max(9, 2 * (self.pool_predict_k + 1))
         if self.pool_size < need:
             raise DeepensError(f"pool_size: a power law needs 3 sizes with >= 3 ensembles each and a prediction "

@@ -113,13 +113,13 @@ def _regime_theory(cfg: StudyConfig, ctx, options: dict, p: float) -> dict:
 
 
 def _regime_run(cfg: StudyConfig, ctx) -> dict:
-    theory = [_regime_theory(cfg, ctx, dict(ensemble="batch", members=max(2, max(cfg.regime_members)),
-                                            modulation=f"shifted-normal:{p:g}", seed=ctx.seed(0)), p)
-              for p in cfg.regime_p]
     rows, trained = [], []
     specs = [(s, p, m, dict(ensemble="batch", members=m, modulation=f"shifted-normal:{p:g}", seed=ctx.seed(s)))
              for s in range(cfg.seeds) for p in cfg.regime_p for m in cfg.regime_members]
     ctx.prefetch([o for *_, o in specs])
+    theory = [_regime_theory(cfg, ctx, dict(ensemble="batch", members=max(2, max(cfg.regime_members)),
+                                            modulation=f"shifted-normal:{p:g}", seed=ctx.seed(0)), p)
+              for p in cfg.regime_p]
     for s, p, m, options in specs:
         r = ctx.try_train(**options)
         trained.append(r)
@@ -1167,22 +1167,23 @@ def _count(*lists) -> int:
 PARTS: tuple[Part, ...] = (
     Part("regime", "ee", "Regime transition", ("regime",),
          lambda c: c.seeds * _count(c.regime_p, c.regime_members), _regime_run, _regime_plot, REGIME_CLAIMS,
-         reference=True,
+         reference=True, trains=True,
          summary="BatchEnsembles with every modulation N(p, 1 − p²) over a grid of p and M, next to the analytic "
                  "regime verdict of the infinite-width network."),
     Part("width", "ee", "Width scaling", ("width",),
          lambda c: c.seeds * len(c.width_multipliers) * (1 + len(c.width_members)), _width_run, _width_plot,
-         WIDTH_CLAIMS, reference=True,
+         WIDTH_CLAIMS, reference=True, trains=True,
          summary="Deep ensembles (sizes as member subsets of one training) and BatchEnsembles at several widths."),
     Part("gradient", "ee", "Gradient scaling γ(M)", ("gradient",),
          lambda c: c.seeds * (3 * len(c.gradient_members) - (1 in c.gradient_members)), _gradient_run,
-         _gradient_plot, GRADIENT_CLAIMS, reference=True,
+         _gradient_plot, GRADIENT_CLAIMS, reference=True, trains=True,
          summary="Member learning curves for γ = 1, γ = M and γ = M at a larger width, constant learning rate."),
     Part("lld", "ee", "Last-layer dropout: learning rate and effective γ(M)", ("lld",),
          lambda c: c.seeds * _count(c.lld_members, c.lld_lrs), _lld_run, _lld_plot, LLD_CLAIMS, reference=True,
+         trains=True,
          summary="LLD ensembles over a learning-rate grid; optimal η(M) by three criteria and γ_eff = M·η(M)/η(1)."),
     Part("mcdropout", "ee", "MC dropout: fixed vs resampled masks", ("mcd",),
-         lambda c: c.seeds * 3 * len(c.mcd_members), _mcd_run, _mcd_plot, MCD_CLAIMS, reference=True,
+         lambda c: c.seeds * 3 * len(c.mcd_members), _mcd_run, _mcd_plot, MCD_CLAIMS, reference=True, trains=True,
          summary="Fixed centred masks (γ = M), resampled shifted masks and resampled centred masks (γ = 1)."),
     Part("orthogonality", "ee", "Gradient orthogonality", ("ortho",),
          lambda c: c.seeds * 2 * len(c.ortho_widths), _ortho_run, _ortho_plot, ORTHO_CLAIMS, reference=True,
@@ -1197,7 +1198,7 @@ PARTS: tuple[Part, ...] = (
          summary="The whole BatchEnsemble NTK before and after full-batch gradient descent, against width (NTK "
                  "parameterization, float64)."),
     Part("ablation", "ee", "Ablation of the BatchEnsemble", ("ablation",),
-         lambda c: c.seeds * 8, _ablation_run, _ablation_plot, ABLATION_CLAIMS, reference=True,
+         lambda c: c.seeds * 8, _ablation_run, _ablation_plot, ABLATION_CLAIMS, reference=True, trains=True,
          summary="The baseline BatchEnsemble against u only, v only, last-layer u only, shifted modulations, "
                  "input/output modulations, γ = 1 and a larger modulation learning rate."),
     Part("interaction", "ee", "NTK interaction metrics at initialisation", ("interaction",),
@@ -1208,5 +1209,5 @@ PARTS: tuple[Part, ...] = (
                  "parameterization."),
     Part("lldmask", "ee", "LLD with N(p, 1 − p²) masks", ("lldmask",),
          lambda c: c.seeds * _count(c.lldmask_p, c.lldmask_members), _lldmask_run, _lldmask_plot, LLDMASK_CLAIMS,
-         reference=True, summary="Last-layer dropout ensembles with masks N(p, 1 − p²) over p and M."),
+         reference=True, trains=True, summary="Last-layer dropout ensembles with masks N(p, 1 − p²) over p and M."),
 )

@@ -14,6 +14,8 @@ the talk, scaled to 2 CPU cores:
   distribution and off it (x scaled by ``cross_ood_scale`` and y by its inverse: a length ratio never seen).
 * ``digits`` — ConvNet ensembles on scikit-learn's digits upsampled ×2 and padded to 23 × 23, augmented by
   full C_k orbits; OSP during training on test digits and two out-of-distribution sets (photo patches, noise).
+  With ``digits_dataset`` fashion-mnist (the ``paper`` preset) the talk's own setting: FashionMNIST padded to
+  41 × 41, OOD sets CIFAR-10 (grey, resized) and noise.
 * ``so2`` — the same ConvNets trained with k random SO(2) rotations of every image per step; the fraction of
   predictions unchanged under random rotations against k.
 
@@ -45,10 +47,10 @@ from .claims import Claim, Test, measure
 from .common import Part, finish, fmt, spearman
 from .config import StudyConfig
 
-__all__ = ["PARTS", "ising_energies", "digit_images"]
+__all__ = ["PARTS", "ising_energies", "digit_images", "rotation_images"]
 
 _SET_LABEL = {"in": "in distribution", "ood": "out of distribution", "test": "test digits",
-              "photos": "photo patches (OOD)", "noise": "noise images (OOD)"}
+              "photos": "photo patches (OOD)", "noise": "noise images (OOD)", "cifar10": "CIFAR-10, grey (OOD)"}
 TALK_OSP = {"4": [3.85, 0.12], "8": [7.72, 0.34], "16": [15.24, 0.69]}  # the talk's FashionMNIST OOD table
 
 
@@ -417,6 +419,35 @@ def digit_images(seed: int, scale: int, photos: int):
     return (pad(data.train.x), data.train.y, pad(data.test.x), data.test.y, background, pad(photo), pad(noise))
 
 
+def rotation_images(dataset: str, seed: int, ood: int, data_dir: str | None = None) -> dict:
+    """The image sets of the rotation parts for ``dataset``: ``digits`` (scikit-learn's, upsampled ×2 and padded
+    to 23 × 23; OOD photo patches and noise, :func:`digit_images`) or ``fashion-mnist`` / ``mnist`` (the talk's
+    data, read from ``data_dir``; 28 × 28 padded to 41 × 41; OOD: CIFAR-10's test images turned grey and
+    area-resized to 28 × 28 when its files are in ``data_dir`` — the talk's OOD set — and noise images drawn
+    uniformly from the pixel range). Returns ``{"train": (x, y), "test": (x, y), "background": value, "ood":
+    {name: x}}`` with ``ood`` images per OOD set."""
+    from ..data import load_dataset, load_ood
+
+    if dataset == "digits":
+        x_train, y_train, x_test, y_test, background, photo, noise = digit_images(seed, 2, ood)
+        return {"train": (x_train, y_train), "test": (x_test, y_test), "background": background,
+                "ood": {"photos": photo, "noise": noise}}
+    data = load_dataset(dataset, seed=seed, val=0, flatten=False, data_dir=data_dir)
+    background = float(border_value(data.train.x))  # standardised value of a blank pixel
+    mean, std = data.info["channel_mean"][0], data.info["channel_std"][0]
+    sets = {}
+    if ood:
+        try:
+            sets["cifar10"] = load_ood("cifar10", data, data_dir=data_dir, seed=seed).x[:ood].float()
+        except DeepensError:  # no CIFAR-10 files in data_dir: noise only
+            pass
+        rng = np.random.default_rng(seed + 5)
+        sets["noise"] = (torch.from_numpy(rng.uniform(0.0, 1.0, size=(ood, 1, 28, 28))).float() - mean) / std
+    pad = lambda x: pad_for_rotation(x, scale=1, fill=background)  # noqa: E731
+    return {"train": (pad(data.train.x), data.train.y), "test": (pad(data.test.x), data.test.y),
+            "background": background, "ood": {name: pad(x) for name, x in sets.items()}}
+
+
 def _train_convnets(ens: DeepEnsemble, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, lr: float,
                     seed: int, transform=None, on_step=None) -> None:
     """Adam on the members' summed cross-entropies over shuffled batches; ``transform(x, y, generator)`` augments
@@ -444,7 +475,7 @@ def _train_convnets(ens: DeepEnsemble, x: torch.Tensor, y: torch.Tensor, steps: 
             on_step(step)
 
 
-def infinite_cnn(channels: int = 8):
+def infinite_cnn(channels: int = 8, size: int = 23, classes: int = 10):
     """The CNN whose infinite-width ensemble joins the rotated digits: three 3×3 zero-padded convolutions (NTK
     parameterization, σ_w = √2) with ReLU and a flattening readout. Its kernel is read from this module; with
     odd kernels and zero padding it is invariant under joint 90° turns of square images, so C4-orbit
@@ -458,7 +489,7 @@ def infinite_cnn(channels: int = 8):
         Conv2d(1, channels, 3, padding=1, parameterization="ntk", weight_std=math.sqrt(2.0)), nn.ReLU(),
         Conv2d(channels, channels, 3, padding=1, parameterization="ntk", weight_std=math.sqrt(2.0)), nn.ReLU(),
         Conv2d(channels, channels, 3, padding=1, parameterization="ntk", weight_std=math.sqrt(2.0)), nn.ReLU(),
-        nn.Flatten(), Linear(channels * 23 * 23, 10, parameterization="ntk"))
+        nn.Flatten(), Linear(channels * size * size, classes, parameterization="ntk"))
 
 
 def _infinite_digits(cfg: StudyConfig, x_train, y_train, sets: dict, background: float, y_test) -> dict | None:
@@ -471,7 +502,7 @@ def _infinite_digits(cfg: StudyConfig, x_train, y_train, sets: dict, background:
     x, y = x_train[:n].double(), F.one_hot(y_train[:n], 10).double()
     out: dict = {"train": n, "sets": {}}
     for name, (xs, ys) in {"augmented": augment_orbits(x, y, sym), "plain": (x, y)}.items():
-        model = InfiniteWidthEnsemble(xs, ys, infinite_cnn(), lr=1.0)
+        model = InfiniteWidthEnsemble(xs, ys, infinite_cnn(size=x.shape[-1]), lr=1.0)
         result = {}
         for set_name, images in sets.items():
             orbit, _ = orbit_outputs(model, images.double(), sym)
@@ -485,9 +516,11 @@ def _infinite_digits(cfg: StudyConfig, x_train, y_train, sets: dict, background:
 
 def _digits_run(cfg: StudyConfig, ctx) -> dict:
     k_per = cfg.digits_members
-    x_train, y_train, x_test, y_test, background, x_photo, x_noise = digit_images(cfg.seed, 2, cfg.digits_ood)
+    images = rotation_images(cfg.digits_dataset, cfg.seed, cfg.digits_ood, cfg.data_dir)
+    (x_train, y_train), (x_test, y_test), background = images["train"], images["test"], images["background"]
     x_test, y_test = x_test[: cfg.digits_test], y_test[: cfg.digits_test]
-    sets = {"test": x_test, "photos": x_photo, "noise": x_noise}
+    sets = {"test": x_test, **images["ood"]}
+    ood_sets = list(images["ood"])
     eval_at = sorted({max(1, round(cfg.digits_steps * (i + 1) / cfg.digits_evals)) for i in range(cfg.digits_evals)})
     groups = _groups(k_per * cfg.seeds, cfg.seeds)
     rows = []
@@ -529,7 +562,7 @@ def _digits_run(cfg: StudyConfig, ctx) -> dict:
 
     def ood_fraction(s):
         pts = [p["sets"][n]["ensemble"]["mean"] / p["k"] for p in rows if p["seed"] == s and p["step"] == last
-               for n in ("photos", "noise")]
+               for n in ood_sets]
         return float(np.mean(pts))
 
     infinite = _infinite_digits(cfg, x_train, y_train, sets, background, y_test)
@@ -546,7 +579,8 @@ def _digits_run(cfg: StudyConfig, ctx) -> dict:
             f"C{k} {v[0]} ± {v[1]}" for k, v in TALK_OSP.items()) + "."]
     if infinite is not None:
         aug, plain = infinite["sets"]["augmented"], infinite["sets"]["plain"]
-        reading.append(f"Infinite-width CNN ensemble (kernel regression on {infinite['train']} digits, C4): OSP with "
+        reading.append(f"Infinite-width CNN ensemble (kernel regression on {infinite['train']} training images, C4): "
+                       "OSP with "
                        "orbit augmentation " + ", ".join(f"{n} {aug[n]:.2f}" for n in sets) + "; without "
                        + ", ".join(f"{n} {plain[n]:.2f}" for n in sets) + f" (of 4; test accuracy "
                        f"{aug['accuracy']:.3f} / {plain['accuracy']:.3f}).")
@@ -557,7 +591,8 @@ def _digits_run(cfg: StudyConfig, ctx) -> dict:
                         "config": {"image_size": x_train.shape[-1], "train": len(x_train), "test": len(x_test),
                                    "members": k_per}},
             "tables": {"digits": table}, "measured": measured,
-            "scale": {"data": f"digits 23×23 ({len(x_test)} test, {cfg.digits_ood} OOD per set)",
+            "scale": {"data": f"{cfg.digits_dataset} {x_train.shape[-1]}×{x_train.shape[-1]} ({len(x_test)} test, "
+                              f"{cfg.digits_ood} OOD per set: {', '.join(ood_sets)})",
                       "model": f"ConvNet {cfg.digits_channels}", "M": k_per, "seeds": f"{cfg.seeds} member groups",
                       "steps": cfg.digits_steps},
             "reading": reading, "headline": reading[0]}
@@ -607,7 +642,8 @@ DIGITS_CLAIMS = (
 
 def _so2_run(cfg: StudyConfig, ctx) -> dict:
     k_per = cfg.so2_members
-    x_train, y_train, x_test, y_test, background, _, _ = digit_images(cfg.seed, 2, 0)
+    images = rotation_images(cfg.so2_dataset, cfg.seed, 0, cfg.data_dir)
+    (x_train, y_train), (x_test, y_test), background = images["train"], images["test"], images["background"]
     x_test, y_test = x_test[: cfg.so2_test], y_test[: cfg.so2_test]
     sym = Symmetry(ImageRotation(SO2(), fill=background))
     test_angles = SO2().sample(cfg.so2_test_rotations, seed=cfg.seed + 17)
@@ -652,7 +688,8 @@ def _so2_run(cfg: StudyConfig, ctx) -> dict:
                    f"{np.mean([r['accuracy'] for r in rows if r['rotations'] == k]):.3f})" for k in cfg.so2_rotations)
                + "."]
     return {"results": {"rows": rows}, "tables": {"so2": rows}, "measured": measured,
-            "scale": {"data": f"digits 23×23 ({len(x_test)} test)", "model": f"ConvNet {cfg.so2_channels}", "M": k_per,
+            "scale": {"data": f"{cfg.so2_dataset} {x_train.shape[-1]}×{x_train.shape[-1]} ({len(x_test)} test)",
+                      "model": f"ConvNet {cfg.so2_channels}", "M": k_per,
                       "seeds": f"{cfg.seeds} member groups", "steps": cfg.so2_steps},
             "reading": reading, "headline": reading[0]}
 

@@ -23,31 +23,104 @@ from .config import StudyConfig
 __all__ = ["PARTS"]
 
 
+_SHAPES = {"mnist1d": ((40,), 10), "digits": ((64,), 10), "cifar10": ((3, 32, 32), 10),
+           "cifar100": ((3, 32, 32), 100)}
+
+
+def network_parameters(cfg: StudyConfig, width: int) -> int:
+    """Parameters of one pool network of width ``width`` (``pool_model`` on ``pool_dataset``)."""
+    from types import SimpleNamespace
+
+    from ..training import TrainConfig
+    from ..training.build import build_reference
+
+    shape, classes = _SHAPES[cfg.pool_dataset]
+    if cfg.pool_model == "mlp":
+        shape = (math.prod(shape),)
+        config = TrainConfig(dataset=cfg.pool_dataset, model="mlp", widths=[width, width], data_dir=cfg.data_dir)
+    else:
+        config = TrainConfig(dataset=cfg.pool_dataset, model=cfg.pool_model, width=width, data_dir=cfg.data_dir)
+    net = build_reference(config, SimpleNamespace(input_shape=shape, num_classes=classes))
+    return sum(p.numel() for p in net.parameters())
+
+
+def pool_sizes(cfg: StudyConfig) -> dict[int, int]:
+    """Networks per width: ``pool_size``, or with ``pool_scale`` > 0 the paper's ℓ = max(N, ⌈scale·s_std/s⌉)
+    (PL §3; s_std: the largest width's size), rounded up to whole trainings of ``pool_chunk`` networks."""
+    if cfg.pool_scale <= 0:
+        return {w: cfg.pool_size for w in cfg.pool_widths}
+    sizes = {w: network_parameters(cfg, w) for w in cfg.pool_widths}
+    s_std = sizes[max(cfg.pool_widths)]
+    out = {}
+    for w, s in sizes.items():
+        n = max(cfg.pool_size, math.ceil(cfg.pool_scale * s_std / s))
+        out[w] = -(-n // cfg.pool_chunk) * cfg.pool_chunk if cfg.pool_chunk else n
+    return out
+
+
+def _pool_trainings(cfg: StudyConfig) -> list[tuple[int, dict]]:
+    """(width, training options) of every pool training: one per width, or ``pool_chunk`` networks each."""
+    extra = {"num_samples": cfg.pool_num_samples} if cfg.pool_dataset == "mnist1d" else {"num_samples": None}
+    out = []
+    for i, (w, total) in enumerate(pool_sizes(cfg).items()):
+        chunk = cfg.pool_chunk or total
+        for j in range(0, total, chunk):
+            net = {"widths": [w, w]} if cfg.pool_model == "mlp" else {"width": w}
+            out.append((w, dict(dataset=cfg.pool_dataset, model=cfg.pool_model, **net, ensemble="deep",
+                                members=min(chunk, total - j), epochs=cfg.pool_epochs,
+                                batch_size=cfg.pool_batch_size, lr=cfg.pool_lr, schedule="cosine",
+                                weight_decay=cfg.pool_weight_decay, recipe=cfg.pool_recipe,
+                                seed=cfg.seed + 101 * (i + 1) + 7919 * (j // chunk), **extra)))
+    return out
+
+
+def _width_family(cfg: StudyConfig):
+    """s(w) of one pool network: the MLP's closed form, or for VGG16 / WideResNet the quadratic through three
+    counted widths (their parameter counts are exactly quadratic in w: convolutions w², biases and norms w)."""
+    from ..scaling import WidthFamily
+
+    if cfg.pool_model == "mlp":
+        return WidthFamily.mlp(math.prod(_SHAPES[cfg.pool_dataset][0]), [1, 1], _SHAPES[cfg.pool_dataset][1])
+    s1, s2, s3 = (network_parameters(cfg, w) for w in (1, 2, 3))
+    a = (s3 - 2 * s2 + s1) / 2
+    b = s2 - s1 - 3 * a
+    return WidthFamily.from_quadratic(a, b, s1 - a - b)
+
+
+def _pool_text(pools: dict) -> str:
+    sizes = sorted({len(p["logits"]) for p in pools.values()})
+    return str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
+
+
+def _model_text(cfg: StudyConfig) -> str:
+    if cfg.pool_model == "mlp":
+        return f"MLP {math.prod(_SHAPES[cfg.pool_dataset][0])} → w → w → {_SHAPES[cfg.pool_dataset][1]}"
+    return f"{'VGG16' if cfg.pool_model == 'vgg16' else 'WideResNet-28'} (width w)"
+
+
 def _pool(cfg: StudyConfig, ctx) -> dict[int, dict]:
-    """The pools, one training each (loaded from the study's store when done before): width → {logits (ℓ, N, C),
-    labels, params per network, member accuracy}."""
+    """The pools, trained in one or more vectorized trainings each (loaded from the study's store when done
+    before): width → {logits (ℓ, N, C), labels, params per network, member accuracy}."""
     from ..runs import RunDir
     from ..training import predict_logits
 
-    extra = {"num_samples": cfg.pool_num_samples} if cfg.pool_dataset == "mnist1d" else {"num_samples": None}
-
-    def options(i, w):
-        return dict(dataset=cfg.pool_dataset, model="mlp", widths=[w, w], ensemble="deep", members=cfg.pool_size,
-                    epochs=cfg.pool_epochs, batch_size=128, lr=cfg.pool_lr, schedule="cosine",
-                    weight_decay=cfg.pool_weight_decay, seed=cfg.seed + 101 * (i + 1), **extra)
-
-    ctx.prefetch([options(i, w) for i, w in enumerate(cfg.pool_widths)])
-    pools = {}
-    for i, w in enumerate(cfg.pool_widths):
-        r = ctx.train(**options(i, w))
+    trainings = _pool_trainings(cfg)
+    ctx.prefetch([o for _, o in trainings])
+    pools: dict[int, dict] = {}
+    for w, options in trainings:
+        r = ctx.train(**options)
         if r.run_dir is not None and (Path(r.run_dir) / "logits.safetensors").exists():
             stored = RunDir(r.run_dir).read_logits()
             logits, labels = stored["test.logits"], stored["test.labels"]
         else:
             logits, labels = predict_logits(r.model, r.data.test), r.data.test.y
-        pools[w] = {"logits": logits.double(), "labels": labels,
-                    "params": r.metrics["params"]["total"] // cfg.pool_size,
-                    "member_accuracy": r.metrics["test"]["member_accuracy"]}
+        pool = pools.setdefault(w, {"logits": [], "labels": labels, "member_accuracy": [],
+                                    "params": r.metrics["params"]["total"] // options["members"]})
+        pool["logits"].append(logits.double())
+        pool["member_accuracy"].append((r.metrics["test"]["member_accuracy"], options["members"]))
+    for pool in pools.values():
+        pool["logits"] = torch.cat(pool["logits"])
+        pool["member_accuracy"] = sum(a * n for a, n in pool["member_accuracy"]) / len(pool["logits"])
     return pools
 
 
@@ -78,14 +151,14 @@ def _fit_or_none(rows, **kw):
 # Power laws, predictions and the memory split (PL §4–7)
 
 def _pool_run(cfg: StudyConfig, ctx) -> dict:
-    from ..scaling import WidthFamily, budget_envelope, memory_split_table, pool_curve, predict_memory_split
+    from ..scaling import budget_envelope, memory_split_table, pool_curve, predict_memory_split
 
     pools = _pool(cfg, ctx)
     n_test = len(next(iter(pools.values()))["labels"])
     cv = "halves" if n_test >= 1000 else "none"
-    sizes = range(1, cfg.pool_size // 2 + 1)
     curves, fits, per_partition, laws = {}, {}, {}, []
     for w, p in pools.items():
+        sizes = range(1, len(p["logits"]) // 2 + 1)
         parts = [pool_curve(p["logits"], p["labels"], sizes=sizes, seed=cfg.seed + 7919 * j, cv=cv)
                  for j in range(cfg.pool_partitions)]
         size = float(p["params"])
@@ -101,7 +174,8 @@ def _pool_run(cfg: StudyConfig, ctx) -> dict:
                      "cnll_1": by_n[1]["cnll_mean"], "cnll_last": reliable[-1]["cnll_mean"],
                      "n_last": reliable[-1]["n"]})
         ctx.tick()
-    family = WidthFamily.mlp(40 if cfg.pool_dataset == "mnist1d" else 64, [1, 1], 10)  # width multiplier = width
+    family = _width_family(cfg)
+    largest_pool = max(len(p["logits"]) for p in pools.values())
     largest = max(curves)
     budgets = sorted(curves)[1:] + [2 * largest, 4 * largest]  # single networks exist below 2× the largest
     tables = [memory_split_table(curves, b, tolerance=0.15) for b in budgets]
@@ -113,7 +187,7 @@ def _pool_run(cfg: StudyConfig, ctx) -> dict:
                             "law (c ≥ 0)")
             continue
         try:
-            predictions.append(predict_memory_split(lawful, b, family, max_members=cfg.pool_size // 2))
+            predictions.append(predict_memory_split(lawful, b, family, max_members=largest_pool // 2))
         except DeepensError as exc:
             problems.append(f"no predicted split of {int(b):,} parameters ({exc})")
     try:
@@ -147,7 +221,7 @@ def _pool_run(cfg: StudyConfig, ctx) -> dict:
     }
     calibration = ("τ fitted by test-time cross-validation (2 halves × 5)" if cv == "halves" else
                    "τ fitted on the whole test set (fewer than 1000 test points: halves often hold no error)")
-    reading = [f"{cfg.pool_size} networks per width, {n_test} test points; CNLL with {calibration}, each point "
+    reading = [f"{_pool_text(pools)} networks per width, {n_test} test points; CNLL with {calibration}, each point "
                f"averaged over {cfg.pool_partitions} random partitions of the pool into disjoint ensembles.",
                "Power laws CNLL_n = c + b·n^a: " + ("; ".join(
                    f"width {law['width']} ({law['params']:,} params): a = {law['a']:.2f}, b = {law['b']:.3f}, "
@@ -155,7 +229,7 @@ def _pool_run(cfg: StudyConfig, ctx) -> dict:
     rmses = [law["prediction_rmse"] for law in fitted if law["prediction_rmse"] is not None]
     if rmses:
         reading.append(f"Fitted on n ≤ {cfg.pool_predict_k}, the laws predict n = {cfg.pool_predict_k + 1}…"
-                       f"{cfg.pool_size // 2} with RMSE " + ", ".join(f"{v:.4f}" for v in rmses) + " (CNLL units).")
+                       f"ℓ/2 with RMSE " + ", ".join(f"{v:.4f}" for v in rmses) + " (CNLL units).")
     for table, budget in zip(tables, budgets, strict=True):
         if table["best"]:
             reading.append(f"Budget {int(budget):,} parameters: the best measured split is {table['best']['n']} × "
@@ -171,8 +245,8 @@ def _pool_run(cfg: StudyConfig, ctx) -> dict:
                         "fits": {str(int(s)): v for s, v in fits.items()}, "laws": laws, "envelope": envelope,
                         "msa": tables, "predicted_splits": predictions, "problems": problems},
             "tables": {"pool_curves": curve_rows, "pool_laws": laws}, "measured": measured,
-            "scale": {"data": f"{cfg.pool_dataset} ({n_test} test)", "model": "MLP 40 → w → w → 10",
-                      "pool": f"{cfg.pool_size} per width", "widths": ", ".join(map(str, cfg.pool_widths)),
+            "scale": {"data": f"{cfg.pool_dataset} ({n_test} test)", "model": _model_text(cfg),
+                      "pool": f"{_pool_text(pools)} per width", "widths": ", ".join(map(str, cfg.pool_widths)),
                       "epochs": cfg.pool_epochs},
             "reading": reading, "headline": reading[1]}
 
@@ -263,11 +337,11 @@ def _calib_run(cfg: StudyConfig, ctx) -> dict:
     pools = _pool(cfg, ctx)
     n_test = len(next(iter(pools.values()))["labels"])
     cv = "halves" if n_test >= 1000 else "none"
-    tail = list(range(cfg.calib_tail, cfg.pool_size // 3 + 1))
-    sizes = list(range(1, cfg.pool_size // 3 + 1))  # every point averaged over >= 3 disjoint ensembles
     rows, prop, taus = [], [], []
     for w, p in pools.items():
         z, y = p["logits"], p["labels"]
+        tail = list(range(cfg.calib_tail, len(z) // 3 + 1))
+        sizes = list(range(1, len(z) // 3 + 1))  # every point averaged over >= 3 disjoint ensembles
         prop.append({"width": w, **_prop1(z, y, tail, cfg.seed)})
         for n in sizes:
             groups = torch.as_tensor(pool_ensembles(z.shape[0], n, cfg.seed))
@@ -320,8 +394,8 @@ def _calib_run(cfg: StudyConfig, ctx) -> dict:
     return {"results": {"rows": rows, "prop1": prop, "temperatures": taus, "cv": cv, "test": n_test},
             "tables": {"calibration": rows, "calibration_prop1": prop, "calibration_temperatures": taus},
             "measured": measured,
-            "scale": {"data": f"{cfg.pool_dataset} ({n_test} test)", "model": "MLP 40 → w → w → 10",
-                      "pool": f"{cfg.pool_size} per width", "widths": ", ".join(map(str, cfg.pool_widths))},
+            "scale": {"data": f"{cfg.pool_dataset} ({n_test} test)", "model": _model_text(cfg),
+                      "pool": f"{_pool_text(pools)} per width", "widths": ", ".join(map(str, cfg.pool_widths))},
             "reading": reading, "headline": reading[0]}
 
 
@@ -382,11 +456,11 @@ CALIB_CLAIMS = (
 
 PARTS: tuple[Part, ...] = (
     Part("pool", "pl", "Power laws, predictions and the memory split", ("pool",),
-         lambda c: len(c.pool_widths), _pool_run, _pool_plot, POOL_CLAIMS,
+         lambda c: len(c.pool_widths), _pool_run, _pool_plot, POOL_CLAIMS, trains=True,
          summary="Pools of deep-ensemble networks at several widths; CNLL of ensembles of every size, power-law "
                  "fits, predictions from n ≤ 4 and the memory split."),
     Part("calibration", "pl", "Proposition 1, LE-NLL and the temperature", ("pool", "calib"),
-         lambda c: len(c.pool_widths), _calib_run, _calib_plot, CALIB_CLAIMS,
+         lambda c: len(c.pool_widths), _calib_run, _calib_plot, CALIB_CLAIMS, trains=True,
          summary="On the same pools: the 1/n coefficient of NLL_n against Proposition 1, LE-NLL against CNLL, and "
                  "NLL_n(τ) with the temperature before and after averaging."),
 )

@@ -99,14 +99,23 @@ class StudyContext:
         return self.config.seed + 1009 * int(s)
 
     def train_config(self, **options):
+        """The training of the reference setup with ``options``: the study's ``recipe`` (when it names one), then
+        the reference fields, then ``options``. A part with a setup of its own passes ``recipe`` (its recipe or
+        None) so that the reference recipe does not leak into it."""
         from ..training import TrainConfig
+        from ..training.recipes import recipe_options
 
         c = self.config
-        base = dict(dataset=c.dataset, data_dir=c.data_dir, num_samples=c.num_samples, model=c.model,
+        reference = "recipe" not in options
+        recipe = options.pop("recipe", c.recipe)
+        base = recipe_options(recipe) if recipe else {}
+        base.update(dataset=c.dataset, data_dir=c.data_dir, num_samples=c.num_samples, model=c.model,
                     widths=list(c.widths), epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, schedule=c.schedule,
                     weight_decay=c.weight_decay, seed=c.seed, data_seed=c.seed, device=c.device)
-        if c.model == "convnet":
+        if reference and c.model == "convnet":
             base["pool"] = c.pool
+        if reference and c.val is not None:
+            base["val"] = c.val
         base.update(options)
         base.setdefault("eval_every", base["epochs"])
         return TrainConfig(**base)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..data.datasets import Dataset, Split, load_dataset
 from ..data.loader import Batches
 from ..ensembles.base import Ensemble
-from ..errors import DeepensError
+from ..errors import DeepensError, check_int
 from ..runs.rundir import RunDir, decode_state, encode_state
 from .augmentation import augment_dataset
 from .build import build_ensemble
@@ -205,6 +205,11 @@ def training_step(
     return losses.detach(), out.detach()
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _compiled(model: Ensemble, enabled: bool):
     """``torch.compile(model)`` or, where compilation is unsupported, None with a one-line message on stderr."""
     if not enabled:
@@ -251,7 +256,66 @@ class Trainer:
             return self._train(model, data, resume)
 
     # -- internals ---------------------------------------------------------------------------------
-    def _train(self, model: Ensemble, data: Dataset, resume: bool) -> TrainResult:
+    def estimate(self, steps: int = 3, warmup: int = 1) -> dict:
+        """Time this training without running it: ``warmup`` + ``steps`` optimizer steps on real batches (the
+        same data, augmentation, precision, memory format and device as :meth:`fit`), then one evaluation pass
+        over up to 4 evaluation batches. Returns ``seconds_per_step``, ``steps_per_epoch``, ``steps`` (all
+        epochs), ``eval_seconds_per_sample``, ``evaluated_samples`` (every evaluation of the run: validation
+        every ``eval_every`` epochs, then train/val/test), and ``seconds`` (the estimated wall time of the whole
+        training: steps plus evaluations), with ``val_samples`` and ``final_samples`` (train + val + test) to
+        re-estimate other epoch counts. Nothing is written; the same seed gives the same model and
+        batches as :meth:`fit`, but the timings are measurements."""
+        cfg = self.config
+        steps = check_int("steps", steps, minimum=1)
+        warmup = check_int("warmup", warmup, minimum=0)
+        data, self.transform = load_data(cfg, self.device, with_transform=True)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(cfg.seed)
+            model = build_ensemble(cfg, data).to(self.device)
+            model, step_parts, batches, gen = self._setup(model, data)
+            model.train()
+            batch_iter = iter(batches.epoch())
+            seconds = []
+            for i in range(warmup + steps):
+                try:
+                    x, y = next(batch_iter)
+                except StopIteration:
+                    batch_iter = iter(batches.epoch())
+                    x, y = next(batch_iter)
+                if self.transform is not None:
+                    x, y = self.transform(x, y, gen)
+                if cfg.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                _synchronize(self.device)
+                started = time.perf_counter()
+                training_step(model, x=x, y=y, **step_parts)
+                _synchronize(self.device)
+                if i >= warmup:
+                    seconds.append(time.perf_counter() - started)
+            split = data.val if len(data.val) else data.test
+            count = min(len(split), 4 * cfg.eval_batch_size)
+            sample = Split(split.x[:count], split.y[:count])
+            eval_rate = 0.0
+            if len(sample):
+                _synchronize(self.device)
+                started = time.perf_counter()
+                predict_logits(model, sample, cfg.eval_batch_size)
+                _synchronize(self.device)
+                eval_rate = (time.perf_counter() - started) / len(sample)
+        per_epoch = len(batches)
+        evaluations = -(-cfg.epochs // cfg.eval_every)
+        evaluated = evaluations * len(data.val) + len(data.train) + len(data.val) + len(data.test)
+        per_step = float(sorted(seconds)[len(seconds) // 2])
+        return {"device": str(self.device), "timed_steps": steps, "seconds_per_step": per_step,
+                "steps_per_epoch": per_epoch, "steps": per_epoch * cfg.epochs,
+                "eval_seconds_per_sample": eval_rate, "evaluated_samples": evaluated,
+                "val_samples": len(data.val), "final_samples": len(data.train) + len(data.val) + len(data.test),
+                "seconds": per_step * per_epoch * cfg.epochs + eval_rate * evaluated}
+
+    def _setup(self, model: Ensemble, data: Dataset):
+        """The model in its memory format, the keyword arguments of :func:`training_step` (optimizer, loss, γ
+        scale, shared parameters, precision, scaler, compiled forward), the batches and their generator."""
         cfg = self.config
         if cfg.channels_last and any(p.dim() == 4 for p in model.parameters()):
             model = model.to(memory_format=torch.channels_last)
@@ -259,10 +323,17 @@ class Trainer:
         shared = [p for _, p in model.named_shared_parameters()]
         scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
         self.scaler = scaler
-        forward = _compiled(model, cfg.compile)
-        gamma_scale = cfg.gamma_value() / cfg.members
+        parts = dict(optimizer=opt, loss=cfg.loss, gamma_scale=cfg.gamma_value() / cfg.members, shared=shared,
+                     amp=cfg.amp, scaler=scaler, forward=_compiled(model, cfg.compile))
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         batches = Batches(data.train, cfg.batch_size, generator=gen, members=cfg.members, mode=cfg.batches)
+        return model, parts, batches, gen
+
+    def _train(self, model: Ensemble, data: Dataset, resume: bool) -> TrainResult:
+        cfg = self.config
+        model, step_parts, batches, gen = self._setup(model, data)
+        opt, scaler, forward = step_parts["optimizer"], step_parts["scaler"], step_parts["forward"]
+        shared, gamma_scale = step_parts["shared"], step_parts["gamma_scale"]
         steps = len(batches)
         epoch, step, elapsed, history = 0, 0, 0.0, []
         if self.run is not None:
