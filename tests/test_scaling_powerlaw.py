@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import deepens as d
+from deepens.errors import DeepensError
 from deepens.models import MLP
 from deepens.scaling import (
     WidthFamily,
@@ -163,6 +164,44 @@ def test_deep_ensemble_equivalent():
     assert deep_ensemble_equivalent(0.5, curve) == {"dee": 4.0, "capped": True}
     acc = [0.90, 0.92, 0.93]
     assert deep_ensemble_equivalent(0.925, acc, lower_is_better=False)["dee"] == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("value,curve,lower,expected", [
+    (0.93, [0.90, 0.92, 0.92, 0.94], False, 3.5),       # a tie on the way: the crossing after the plateau
+    (0.75, [1.0, 0.80, 0.85, 0.70], True, 3 + 0.1 / 0.15),  # an uptick before the crossing
+    (0.82, [1.0, 0.80, 0.85, 0.70], True, 1 + 0.18 / 0.2),  # several crossings: the first
+    (0.85, [1.0, 0.80, 0.85, 0.70], True, 1.75),         # a value the curve touches again later: still the first
+    (0.80, [1.0, 0.80, 0.80, 0.70], True, 2.0),          # a plateau at the value: its first size
+    (0.92, [0.90, 0.92, 0.92, 0.94], False, 2.0),
+    (1.00, [1.0, 0.9], True, 1.0),                       # equal to one network
+    (1.50, [1.0, 0.9], True, 1.0),                       # worse than one network
+    (0.85, [0.90, 0.92], False, 1.0),
+    (0.60, [1.0, 0.80, 0.85, 0.70], True, None),         # better than every size: capped at K
+    (0.99, [0.90, 0.92, 0.92], False, None),
+])
+def test_deep_ensemble_equivalent_is_the_first_crossing(value, curve, lower, expected):
+    """DEE = min{l ≥ 1: DE(l) ≤ value} (≥ for accuracies) on the interpolated curve, checked against a dense grid
+    of l: the first grid point where the interpolated curve reaches the value."""
+    result = deep_ensemble_equivalent(value, curve, lower_is_better=lower)
+    if expected is None:
+        assert result == {"dee": float(len(curve)), "capped": True}
+        return
+    assert result["capped"] is False and result["dee"] == pytest.approx(expected, abs=1e-12)
+    grid = np.linspace(1, len(curve), 300_001)
+    interpolated = np.interp(grid, np.arange(1, len(curve) + 1), curve)
+    reached = interpolated <= value + 1e-12 if lower else interpolated >= value - 1e-12
+    assert grid[np.argmax(reached)] == pytest.approx(expected, abs=2e-5)
+
+
+@pytest.mark.parametrize("value,curve,match", [
+    (0.5, [1.0, float("nan"), 0.7], "deep_curve: the value of size 2 is nan"),
+    (0.5, [1.0, 0.8, float("inf")], "deep_curve: the value of size 3 is inf"),
+    (float("nan"), [1.0, 0.8], "value: expected a finite metric value"),
+    (0.5, [], "deep_curve: expected the metric"),
+])
+def test_deep_ensemble_equivalent_refuses_non_finite_input(value, curve, match):
+    with pytest.raises(DeepensError, match=match):
+        deep_ensemble_equivalent(value, curve)
 
 
 def test_fit_pool_curve_uses_reliable_points_and_predicts():
