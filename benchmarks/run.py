@@ -205,7 +205,7 @@ def render(results: dict) -> str:
             "",
             "| implementation | s / ensemble | total for all ensembles (s) |",
             "| --- | ---: | ---: |",
-            f"| SciPy bounded minimisation per fold (reference, {cal['reference_sample']} ensembles timed) | "
+            f"| SciPy per fold: 9-point grid + bounded Brent (reference, {cal['reference_sample']} ensembles timed) | "
             f"{sec['scipy_reference']:.3f} | {cal['seconds_total']['scipy_reference_extrapolated']:.0f} "
             "(extrapolated) |",
             f"| deepens `calibrated_nll` (all ensembles at once) | {sec['deepens']:.4f} | "

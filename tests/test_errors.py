@@ -86,3 +86,63 @@ def test_bad_input_raises_clear_error(case):
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
     assert "\n" not in message
+
+
+def _nan_cases():
+    """Every public analysis function with one NaN in its input: (name, call, words)."""
+    import numpy as np
+
+    from deepens import scaling
+    from deepens.kernels import Network, infinite_width_kernels, kernel_predict, regime
+    from deepens.symmetry.theory import InfiniteWidthEnsemble
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 4))
+    x[2, 1] = np.nan
+    z = rng.normal(size=(6, 40, 3))
+    z[1, 3, 0] = np.nan
+    y = np.arange(40) % 3
+    k = np.eye(5)
+    k[3, 3] = np.inf
+    curves = {100.0: [{"n": 1, "cnll_mean": 1.0, "reliable": True}, {"n": 2, "cnll_mean": np.nan, "reliable": True}]}
+    net = Network.mlp(2)
+    return [
+        ("calibrated_nll", lambda: scaling.calibrated_nll(z, y), ["logits", "non-finite", "member 1, sample 3"]),
+        ("nll_at_temperature", lambda: scaling.nll_at_temperature(z, y, 1.0), ["logits", "sample 3"]),
+        ("lower_envelope_nll", lambda: scaling.lower_envelope_nll(z[None], y), ["logits", "member 1, sample 3"]),
+        ("pool_curve", lambda: scaling.pool_curve(z, y, sizes=[1]), ["logits", "network 1 of the pool, sample 3"]),
+        ("fit_power_law", lambda: scaling.fit_power_law([1, 2, 3, 4], [1.0, np.nan, 0.8, 0.7]), ["finite"]),
+        ("deep_ensemble_equivalent", lambda: scaling.deep_ensemble_equivalent(0.5, [1.0, np.nan]), ["size 2"]),
+        ("memory_split_table", lambda: scaling.memory_split_table(curves, 200.0), ["cnll_mean of n = 2", "finite"]),
+        ("budget_envelope", lambda: scaling.budget_envelope(curves), ["cnll_mean of n = 2"]),
+        ("infinite_width_kernels", lambda: infinite_width_kernels(x, x, net), ["x1", "non-finite", "row 2"]),
+        ("regime", lambda: regime(net, x), ["non-finite", "row 2"]),
+        ("kernel_predict", lambda: kernel_predict(k, k, np.ones(5)), ["ntk_train", "non-finite", "row 3"]),
+        ("InfiniteWidthEnsemble", lambda: InfiniteWidthEnsemble(x, np.ones((5, 2)), net), ["non-finite", "row 2"]),
+    ]
+
+
+@pytest.mark.parametrize("name", [c[0] for c in _nan_cases()])
+def test_non_finite_inputs_are_refused_by_every_analysis_function(name):
+    call, words = next((c[1], c[2]) for c in _nan_cases() if c[0] == name)
+    with pytest.raises(d.DeepensError) as caught:
+        call()
+    for word in words:
+        assert word in str(caught.value), (word, str(caught.value))
+
+
+def test_cli_analysis_commands_refuse_non_finite_files(cli, tmp_path):
+    import numpy as np
+
+    z = np.random.default_rng(0).normal(size=(2, 30, 3))
+    z[1, 7, 2] = np.nan
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "y.npy", np.arange(30) % 3)
+    code, out, err = cli(["calibrate", tmp_path / "z.npy", "--labels", tmp_path / "y.npy", "--json"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "z.npy" in err and "member 1, sample 7" in err and "Traceback" not in err
+    x = np.random.default_rng(1).normal(size=(4, 3))
+    x[3, 0] = np.inf
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = cli(["ntk", "kernel", "--inputs", tmp_path / "x.npy", "--json"])
+    assert code == 2 and out == "" and "non-finite" in err and "row 3" in err and len(err.strip().splitlines()) == 1

@@ -165,3 +165,51 @@ def test_nll_at_fixed_temperature(temperature):
     assert nll_at_temperature(z, y, tau, temperature=temperature) == pytest.approx(-lp.mean(), abs=1e-12)
     many = nll_at_temperature(np.stack([z, z]), y, tau, temperature=temperature)
     assert many.shape == (2,) and many[0] == pytest.approx(-lp.mean(), abs=1e-12)
+
+
+def _one_error(points=24, classes=10, members=3, seed=0):
+    """Confident, correct predictions but for one point (predicted wrong by every member)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, points)
+    z = rng.normal(size=(members, points, classes))
+    z[:, np.arange(points), y] += 6.0
+    z[:, 0, y[0]] -= 9.0  # the error
+    return z, y
+
+
+@pytest.mark.parametrize("temperature", ["before", "after"])
+def test_a_fitting_half_without_errors_fits_at_the_bound_on_every_path(temperature):
+    """A half with every point ranked right has NLL(τ) strictly decreasing as τ → 0: its bounded optimum is
+    τ = 0.01, and the held-out half (with the error) is evaluated there. float64, float32 and the independent
+    reference (grid + Brent in NumPy) agree, and each such fold equals the NLL at τ = 0.01 computed directly."""
+    from deepens.scaling import nll_at_temperature
+
+    z, y = _one_error()
+    folds = cv_folds(len(y), 5, 0)
+    clean = [k for k, (fit, _) in enumerate(folds) if 0 not in fit]
+    assert 0 < len(clean) < len(folds)
+    f64 = calibrated_nll(z, y, temperature=temperature, dtype=torch.float64)
+    f32 = calibrated_nll(z, y, temperature=temperature, dtype=torch.float32)
+    ref = reference_cnll(z, y, temperature=temperature)
+    for result in (f64, f32):
+        assert [result["fold_temperatures"][k] for k in clean] == [0.01] * len(clean)
+        assert result["folds_at_bound"] >= len(clean)
+        for k in clean:
+            evaluate = folds[k][1]
+            direct = nll_at_temperature(z[:, evaluate], y[evaluate], 0.01, temperature=temperature)
+            assert result["cnll_folds"][k] == pytest.approx(direct, rel=1e-5)
+    assert f64["cnll"] == pytest.approx(ref, rel=1e-9)
+    assert f32["cnll"] == pytest.approx(ref, rel=1e-5)
+    assert f64["cnll"] > 2 * f64["nll"]  # the bounded definition: the held-out error at τ = 0.01 dominates
+
+
+def test_the_whole_set_temperature_reports_its_bound():
+    z, y = _one_error()
+    z = np.delete(z, 0, axis=1)  # no error left: the optimum is the bound, τ = 0.01 exactly
+    y = np.delete(y, 0)
+    result = calibrated_nll(z, y, cv="none", dtype=torch.float32)
+    assert result["temperature"] == 0.01 and result["temperature_at_bound"] is True
+    assert result["cnll"] == pytest.approx(reference_cnll(z, y, cv="none"), rel=1e-4, abs=1e-30)
+    z, y = members(3, points=300, seed=3)
+    inside = calibrated_nll(z, y, cv="none")
+    assert inside["temperature_at_bound"] is False and inside["folds_at_bound"] == 0

@@ -307,3 +307,62 @@ def test_local_gpu_slots_share_devices_by_the_specs_fraction(tmp_path, monkeypat
     assert ex.make_executor("local", None, devices=[0, 1], gpus=0.25).capacity() == 8
     with pytest.raises(d.DeepensError, match="ray executor places"):
         ex.make_executor("ray", None, devices=[0])
+
+
+def test_a_script_without_a_main_guard_runs_a_pool_sweep(reference, tmp_path):
+    """run_sweep(workers=2) called at the top level of a plain script (no ``if __name__ == "__main__":``): the
+    workers do not re-import the script, so every task trains once, nothing fails, and the bytes equal the
+    in-process sweep's."""
+    ref_store, spec = reference[0], tiny_spec()
+    script = tmp_path / "sweep_script.py"
+    script.write_text(
+        "import json\n"
+        "from deepens.sweeps import SweepSpec, run_sweep\n"
+        f"spec = SweepSpec.from_dict({{'name': 'tiny', 'base': {TINY!r}, 'grid': {{'width': [0.5, 1.0]}}, "
+        "'members_per_task': 2})\n"
+        f"summary = run_sweep(spec, {str(tmp_path / 'store')!r}, workers=2, progress=False)\n"
+        "print(json.dumps({k: summary[k] for k in ('trained', 'failed', 'pending', 'crashed_now')}))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary == {"trained": len(spec.tasks), "failed": 0, "pending": 0, "crashed_now": []}
+    assert_same_runs(ref_store, Store(tmp_path / "store"), [t.id for t in spec.tasks])
+
+
+def test_a_dead_worker_returns_its_task_to_pending_without_a_failure(tmp_path):
+    """An executor whose worker processes die: the tasks go back to pending with no failure counted (a later
+    run is not refused by --max-retries), each handed out at most CRASHES_PER_RUN times in one run."""
+    from deepens.sweeps.executors import Outcome
+    from deepens.sweeps.runner import CRASHES_PER_RUN, drive
+    from deepens.sweeps.store import Owner
+
+    spec = tiny_spec()
+    store = Store(tmp_path / "store", create=True)
+    store.register(spec)
+    owner = Owner.me()
+    handed = []
+
+    class Dying:
+        def __init__(self):
+            self.queue = []
+
+        def capacity(self):
+            return 2
+
+        def submit(self, task, run_dir):
+            handed.append(task.id)
+            self.queue.append(task)
+
+        def wait(self):
+            task = self.queue.pop(0)
+            return [(task, Outcome(False, error="worker process died: BrokenProcessPool", crashed=True))]
+
+    outcomes = []
+    drive(store, owner, Dying(), lambda exclude: store.claim(owner, sweep="tiny", max_retries=0, exclude=exclude),
+          lambda task, outcome: outcomes.append(outcome.crashed))
+    assert sorted(handed) == sorted(t.id for t in spec.tasks for _ in range(CRASHES_PER_RUN))
+    assert all(outcomes) and len(outcomes) == CRASHES_PER_RUN * len(spec.tasks)
+    records = [store.task(t.id) for t in spec.tasks]
+    assert all(r.status == "pending" and r.failures == 0 for r in records)
+    summary = run_sweep(spec, store, max_retries=0, progress=False)  # not refused: nothing counted as failed
+    assert summary["trained"] == len(spec.tasks) and summary["failed"] == 0

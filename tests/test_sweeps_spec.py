@@ -114,8 +114,12 @@ def test_bad_files_are_refused(tmp_path):
     (tmp_path / "bad.toml").write_text("base = \n")
     with pytest.raises(DeepensError, match="is not valid TOML"):
         load_spec(tmp_path / "bad.toml")
-    (tmp_path / "empty.yaml").write_text("")
-    assert len(load_spec(tmp_path / "empty.yaml").tasks) == 1  # every default: one training
+    for text in ("", "name: nothing\n", "max_retries: 3\n"):  # no base, grid or list: refused, not a default run
+        (tmp_path / "empty.yaml").write_text(text)
+        with pytest.raises(DeepensError, match="spec: declares no trainings; give base"):
+            load_spec(tmp_path / "empty.yaml")
+    (tmp_path / "defaults.yaml").write_text("base: {}\n")
+    assert len(load_spec(tmp_path / "defaults.yaml").tasks) == 1  # every default, asked for explicitly
 
 
 @pytest.mark.parametrize("path", ["width-pools.yaml", "regime.toml", "gpu-pools.yaml", "pl-cifar100-vgg.yaml",

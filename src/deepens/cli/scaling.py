@@ -74,7 +74,13 @@ def load_logits(source: Path, labels: Path | None, split: str) -> tuple[np.ndarr
         z = z[None]
     if not np.issubdtype(np.asarray(z).dtype, np.floating):
         raise DeepensError(f"logits: expected floating-point values, got {np.asarray(z).dtype}")
-    return np.asarray(z), np.asarray(y)
+    z = np.asarray(z)
+    bad = np.argwhere(~np.isfinite(z))
+    if bad.size:
+        member, sample = int(bad[0][0]), int(bad[0][1])
+        raise DeepensError(f"logits: {source} holds non-finite values ({int(len(bad))} of them), the first at member "
+                           f"{member}, sample {sample}: {z[member, sample, int(bad[0][2])]}")
+    return z, np.asarray(y)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -88,6 +94,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
               f"{args.temperature} averaging, cross-validation {args.cv}")
         for key in ("nll", "cnll", "temperature", "accuracy_uncalibrated", "accuracy", "brier", "ece"):
             print(f"  {key:22s} {result[key]:.6f}")
+        if result["temperature_at_bound"] or result["folds_at_bound"]:
+            whole = "yes" if result["temperature_at_bound"] else "no"
+            print(f"  on a bound of τ ∈ [0.01, 100]: the whole-set temperature {whole}, {result['folds_at_bound']} "
+                  f"of {len(result['cnll_folds'])} folds (a half without errors fits τ → 0)")
     return 0
 
 

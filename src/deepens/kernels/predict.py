@@ -27,9 +27,16 @@ __all__ = ["kernel_predict", "KernelPredictor", "ensemble_mean_kernel"]
 
 
 def _as(name: str, a, ndim: int | None = None) -> np.ndarray:
-    arr = np.asarray(a, dtype=np.float64)
+    """``a`` as a finite float64 array (of ``ndim`` dimensions); NaN / inf refused naming the first row."""
+    try:
+        arr = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DeepensError(f"{name}: expected a numeric array ({exc})") from None
     if ndim is not None and arr.ndim != ndim:
         raise DeepensError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
+    if arr.size and not np.isfinite(arr).all():
+        row = int(np.argmax(~np.isfinite(arr.reshape(len(arr), -1)).all(1))) if arr.ndim else 0
+        raise DeepensError(f"{name}: non-finite values (NaN or inf), first in row {row}")
     return arr
 
 

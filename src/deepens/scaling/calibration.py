@@ -6,9 +6,11 @@ Temperature **after** averaging (Ashukha et al.): log p̄ = logsumexp_i log soft
 softmax(log p̄ / τ). NLL(τ) = −mean log p̄_y(τ).
 
 τ is fitted by a bounded 1-D minimisation in log(1/τ): Newton steps with the analytic first and
-second derivatives (damped, clamped to the bounds), all ensembles at once. Test-time cross-validation:
-R seeded shuffles of the test set, each split into two halves; τ is fitted on one half and the NLL
-evaluated on the other, both ways; CNLL is the mean of the 2R values (see :func:`calibrated_nll` for
+second derivatives (damped, clamped to the bounds), all ensembles at once, then the bounds themselves (an
+objective still decreasing at a bound has its optimum there). The per-point NLL is evaluated from the
+margins to the label's logit with log-sum-exp / log1p accuracy, so it never rounds flat before it underflows.
+Test-time cross-validation: R seeded shuffles of the test set, each split into two halves; τ is fitted on one
+half and the NLL evaluated on the other, both ways; CNLL is the mean of the 2R values (see :func:`calibrated_nll` for
 how the folds share one pass over the data). ``cv="none"`` fits and evaluates on the whole set.
 Calibrated accuracy, Brier score and ECE are those at the temperature fitted on the whole set.
 
@@ -56,78 +58,100 @@ def _as_logits(logits, labels) -> tuple[torch.Tensor, torch.Tensor, bool]:
         raise DeepensError(f"labels: expected integer classes in 0..{z.shape[3] - 1}")
     if z.shape[2] < 2:
         raise DeepensError("logits: need at least 2 samples")
+    finite = torch.isfinite(z)
+    if not bool(finite.all()):
+        e, m, i, _ = (int(v) for v in (~finite).nonzero()[0])
+        where = f"member {m}, sample {i}" if single else f"ensemble {e}, member {m}, sample {i}"
+        raise DeepensError(f"logits: non-finite values ({int((~finite).sum())} of them), the first at {where}")
     return z, y.long(), single
 
 
 class _Objective:
     """Per-point NLL(β = 1/τ) terms of E ensembles on a set of points, with their first and second
-    derivatives in t = log β (so that any subset's objective is a mean of point terms)."""
+    derivatives in t = log β (so that any subset's objective is a mean of point terms).
+
+    Everything is computed from the margins d_c = z_c − z_y to the label's logit: −log p_y = log(1 + S) with
+    S = Σ_{c≠y} e^{β d_c} (``logaddexp(0, log S)``), 1 − p_y = sigmoid(log S), and central moments of d under the
+    softmax. So a point predicted right with a large margin keeps its tiny NLL and gradient (≈ S) instead of
+    rounding to 0 — NLL(τ) of a set without errors stays strictly decreasing as τ → 0 until the values
+    underflow — and no moment loses digits to cancellation."""
 
     def __init__(self, z: torch.Tensor, y: torch.Tensor, temperature: str) -> None:
         self.temperature = temperature
         if temperature == "after":
             logp = torch.log_softmax(z, dim=-1)
             z = (torch.logsumexp(logp, dim=1) - math.log(z.shape[1])).unsqueeze(1)  # (E, 1, P, C): log p̄
-        self.z = z
-        self.z2 = z * z
         self.index = y.view(1, 1, -1, 1).expand(z.shape[0], z.shape[1], -1, 1)
-        self.zy = z.gather(3, self.index).squeeze(3)  # (E, n, P)
+        self.d = z - z.gather(3, self.index)  # margins, 0 at the label
+        self.label = torch.zeros(z.shape, dtype=torch.bool, device=z.device).scatter_(3, self.index, True)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.d.shape
 
     def terms(self, t: torch.Tensor, derivatives: bool = True, third: bool = False, probs: bool = False):
         """Per-point NLL (E, P) and, with ``derivatives``, its first two (``third``: three) t-derivatives;
         with ``probs`` also the calibrated predictive distribution (E, P, C)."""
         beta = t.exp().view(-1, 1, 1, 1)
-        s = self.z * beta
-        s = s - s.amax(-1, keepdim=True)
-        e = s.exp()
-        total = e.sum(-1)  # (E, n, P)
-        py = e.gather(3, self.index).squeeze(3) / total  # p_{i,y}
+        s = self.d * beta
+        log_s = torch.logsumexp(s.masked_fill(self.label, -math.inf), dim=-1)  # log Σ_{c≠y} e^{β d_c}, (E, n, P)
+        lse = torch.logaddexp(torch.zeros_like(log_s), log_s)  # log(1 + S) = −log p_y, accurate for tiny S
         if self.temperature == "after":
-            nll = -py.log().squeeze(1)
+            nll = lse.squeeze(1)
         else:
-            pbar = py.mean(1)
-            nll = -pbar.clamp_min(1e-38).log()
-        if not derivatives:
+            wrong = torch.sigmoid(log_s).mean(1)  # 1 − p̄_y, accurate when p̄_y ≈ 1
+            n = self.d.shape[1]
+            nll = torch.where(wrong < 0.5, -torch.log1p(-wrong), math.log(n) - torch.logsumexp(-lse, dim=1))
+        if not derivatives and not probs:
             return nll
-        mean = (e * self.z).sum(-1) / total  # m_i = Σ_c p_ic z_ic
-        var = (e * self.z2).sum(-1) / total - mean * mean
-        dev = self.zy - mean
-        if third:  # third central moment κ3 = E z³ − 3 m E z² + 2 m³
-            k3 = (e * self.z2 * self.z).sum(-1) / total - 3 * mean * (var + mean * mean) + 2 * mean**3
+        p = (s - lse.unsqueeze(-1)).exp()  # member softmax (E, n, P, C)
+        if not derivatives:
+            return nll, p.mean(1)
+        md = (p * self.d).sum(-1)  # E_p d = m − z_y
+        centred = self.d - md.unsqueeze(-1)
+        var = (p * centred * centred).sum(-1)
+        k3 = (p * centred**3).sum(-1) if third else None  # third central moment
+        dev = -md  # z_y − E_p z
         if self.temperature == "after":  # ordinary temperature scaling of the logits log p̄
-            f1, f2 = -dev.squeeze(1), var.squeeze(1)  # −(L_y − E_q L), Var_q L
-            f3 = k3.squeeze(1) if third else None  # d Var_q L / dβ = κ3
-        else:
-            inv = 1.0 / pbar.clamp_min(1e-38)
-            r1 = (py * dev).mean(1) * inv  # p̄′/p̄, with ∂p/∂β = p·dev
-            r2 = (py * (dev * dev - var)).mean(1) * inv  # ∂²p/∂β² = p·(dev² − var)
+            f1, f2 = md.squeeze(1), var.squeeze(1)  # −(z_y − E z), Var z
+            f3 = k3.squeeze(1) if third else None  # d Var / dβ = κ3
+        else:  # p̄_y^{(k)}/p̄_y as means over members weighted by p_{i,y} (softmax of log p_{i,y} = −lse)
+            w = torch.softmax(-lse, dim=1)
+            r1 = (w * dev).sum(1)  # ∂p/∂β = p·dev
+            r2 = (w * (dev * dev - var)).sum(1)  # ∂²p/∂β² = p·(dev² − var)
             f1, f2 = -r1, r1 * r1 - r2
             if third:  # ∂³p/∂β³ = p·(dev³ − 3 dev var − κ3)
-                r3 = (py * (dev**3 - 3 * dev * var - k3)).mean(1) * inv
+                r3 = (w * (dev**3 - 3 * dev * var - k3)).sum(1)
                 f3 = -(r3 - 3 * r1 * r2 + 2 * r1**3)
         b = beta.view(-1, 1)  # chain rule to t = log β
         g, h = b * f1, b * b * f2 + b * f1
         out = (nll, g, h) if not third else (nll, g, h, b**3 * f3 + 3 * b * b * f2 + b * f1)
         if probs:
-            out = (*out, (e / total.unsqueeze(-1)).mean(1))  # mean of member softmaxes (or softmax of log p̄)
+            out = (*out, p.mean(1))  # mean of member softmaxes (or softmax of log p̄)
         return out
 
     def value(self, t: torch.Tensor) -> torch.Tensor:
         return self.terms(t, derivatives=False).double().mean(1)
+
+    def subset(self, idx: torch.Tensor) -> _Objective:
+        """The same objective on the points ``idx``."""
+        sub = _Objective.__new__(_Objective)
+        sub.temperature, sub.d, sub.label, sub.index = (self.temperature, self.d[:, :, idx], self.label[:, :, idx],
+                                                        self.index[:, :, idx])
+        return sub
 
 
 def _newton_step(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return torch.where(h > 0, -g / h.clamp_min(1e-30), -torch.sign(g) * 0.5).clamp(-1.0, 1.0)
 
 
-def _minimise(obj: _Objective, t0: torch.Tensor, lo: float, hi: float, iterations: int,
-              return_terms: bool = False):
+def _minimise(obj: _Objective, t0: torch.Tensor, lo: float, hi: float, iterations: int) -> torch.Tensor:
     """Damped, bounded Newton in t = log β for every ensemble at once: a long step is accepted only if
-    it descends, else halved; short steps (quadratic convergence) are taken as they are. With
-    ``return_terms`` also the per-point (g, h) of the last iteration, taken at the optimum to within the
-    last (converged) step."""
+    it descends, else halved; short steps (quadratic convergence) are taken as they are. Then the bounds:
+    an objective still decreasing towards a bound (a set without errors: NLL ↓ as τ → 0) has its bounded
+    optimum there, which Newton approaches only slowly — a bound whose value is not above the Newton point's
+    is the optimum (:func:`_at_bounds`)."""
     t = t0.clone()
-    g = h = None
     for _ in range(iterations):
         nll, g, h = obj.terms(t)
         step = _newton_step(g.double().mean(1), h.double().mean(1)).to(t.dtype)
@@ -138,33 +162,38 @@ def _minimise(obj: _Objective, t0: torch.Tensor, lo: float, hi: float, iteration
         t = candidate
         if bool((step.abs() < 1e-7).all()):
             break
-    return (t, g, h) if return_terms else t
+    return _at_bounds(t, obj.value(t), obj.value(torch.full_like(t, hi)), obj.value(torch.full_like(t, lo)),
+                      lo, hi)
+
+
+def _at_bounds(t: torch.Tensor, value: torch.Tensor, at_hi: torch.Tensor, at_lo: torch.Tensor, lo: float,
+               hi: float) -> torch.Tensor:
+    """The bounded optimum among the interior point ``t`` and the bounds: a bound whose value is not above the
+    interior value wins (ties go to the bound, where an objective that rounds flat is still decreasing)."""
+    t = torch.where(at_lo <= value, torch.full_like(t, lo), t)
+    return torch.where((at_hi <= value) & (at_hi <= at_lo), torch.full_like(t, hi), t)
 
 
 def _subset(obj: _Objective, max_points: int) -> _Objective:
     """The same objective on at most ``max_points`` evenly spaced points."""
-    if obj.z.shape[2] <= max_points:
+    if obj.shape[2] <= max_points:
         return obj
-    idx = torch.linspace(0, obj.z.shape[2] - 1, max_points).long()
-    sub = _Objective.__new__(_Objective)
-    sub.temperature, sub.z, sub.z2 = obj.temperature, obj.z[:, :, idx], obj.z2[:, :, idx]
-    sub.index, sub.zy = obj.index[:, :, idx], obj.zy[:, :, idx]
-    return sub
+    return obj.subset(torch.linspace(0, obj.shape[2] - 1, max_points).long())
 
 
 def _grid_start(obj: _Objective, lo: float, hi: float, points: int = 9) -> torch.Tensor:
     """The best of a coarse grid of temperatures."""
-    grid = torch.linspace(lo, hi, points, dtype=obj.z.dtype)
-    values = torch.stack([obj.value(torch.full((obj.z.shape[0],), float(g), dtype=obj.z.dtype)) for g in grid])
-    return grid.to(obj.z.dtype)[values.argmin(0)]
+    grid = torch.linspace(lo, hi, points, dtype=obj.d.dtype)
+    values = torch.stack([obj.value(torch.full((obj.shape[0],), float(g), dtype=obj.d.dtype)) for g in grid])
+    return grid.to(obj.d.dtype)[values.argmin(0)]
 
 
-def _optimum(obj: _Objective, lo: float, hi: float, iterations: int, max_points: int = 2048):
-    """Whole-set optimum: grid and damped Newton on a subsample, then Newton on all points from there (it
-    starts within a few hundredths of the optimum, where Newton converges quadratically)."""
+def _optimum(obj: _Objective, lo: float, hi: float, iterations: int, max_points: int = 2048) -> torch.Tensor:
+    """Whole-set bounded optimum: grid and damped Newton on a subsample, then Newton on all points from there
+    (it starts within a few hundredths of the optimum, where Newton converges quadratically)."""
     sub = _subset(obj, max_points)
     t = _minimise(sub, _grid_start(sub, lo, hi), lo, hi, iterations)
-    return _minimise(obj, t, lo, hi, iterations, return_terms=True)
+    return _minimise(obj, t, lo, hi, iterations)
 
 
 def _ece_batched(probs: torch.Tensor, y: torch.Tensor, bins: int) -> torch.Tensor:
@@ -217,8 +246,14 @@ def calibrated_nll(
     (ensembles, members, samples, classes) at once (see the module docstring).
 
     Returns float values for one ensemble, or float64 arrays over ensembles: ``nll`` (τ = 1), ``cnll``,
-    ``temperature`` (the optimum on the whole set), ``accuracy``, ``brier``, ``ece`` (calibrated at that
-    temperature, on the whole set), ``accuracy_uncalibrated``, ``cnll_folds`` (E, 2R).
+    ``temperature`` (the optimum on the whole set), ``temperature_at_bound`` (it sits on one of ``bounds``),
+    ``accuracy``, ``brier``, ``ece`` (calibrated at that temperature, on the whole set),
+    ``accuracy_uncalibrated``, ``cnll_folds`` (E, 2R: each fold's held-out NLL), ``fold_temperatures`` (E, 2R)
+    and ``folds_at_bound`` (how many folds fitted τ on a bound).
+
+    τ is the bounded optimum: a fitting half without errors has NLL(τ) strictly decreasing as τ → 0, so it fits
+    τ = ``bounds[0]`` exactly, and its held-out half is evaluated there (an error in it then weighs heavily — that
+    is the definition, and :func:`reference_cnll` checks it independently).
 
     Cross-validation folds share one pass over the data: at the whole-set optimum t* the per-point NLL
     and its derivatives up to third order in t = log β are computed once; a fold's objective is the mean
@@ -245,15 +280,17 @@ def calibrated_nll(
     per_ensemble = n * p_total * c * torch.finfo(dtype).bits // 8 * 8  # working set of a few (n, P, C) arrays
     chunk = max(1, min(e_total, int(max_bytes // max(per_ensemble, 1))))
     out: dict[str, list] = {k: [] for k in ("nll", "cnll", "temperature", "accuracy", "brier", "ece",
-                                             "accuracy_uncalibrated", "cnll_folds")}
+                                             "accuracy_uncalibrated", "cnll_folds", "temperature_at_bound",
+                                             "fold_temperatures", "folds_at_bound")}
     for start in range(0, e_total, chunk):
         z = z_all[start : start + chunk].to(dtype)
         whole = _Objective(z, y, temperature)
-        t_star, _, _ = _optimum(whole, lo, hi, iterations)
+        t_star = _optimum(whole, lo, hi, iterations)
         uncal = _uncalibrated(z, y, temperature)
         out["nll"].append(uncal["nll"])
         out["accuracy_uncalibrated"].append(uncal["accuracy"])
-        out["temperature"].append((-t_star.double()).exp())
+        out["temperature"].append(_tau(t_star, lo, hi, lo_tau, hi_tau))
+        out["temperature_at_bound"].append(torch.stack(_on_bound(t_star, lo, hi)).any(0))
         # per-point NLL terms up to third order and the predictive distribution at the whole-set optimum
         nll0, g0, h0, k0, probs = whole.terms(t_star, third=True, probs=True)
         nll0, g0, h0, k0 = nll0.double(), g0.double(), h0.double(), k0.double()
@@ -261,6 +298,8 @@ def calibrated_nll(
         if cv == "none":
             cal["nll"] = nll0.mean(1)
             out["cnll_folds"].append(cal["nll"].unsqueeze(1))
+            out["fold_temperatures"].append(_tau(t_star, lo, hi, lo_tau, hi_tau).unsqueeze(1))
+            out["folds_at_bound"].append(out["temperature_at_bound"][-1].long())
         else:
             # every fold's objective (a mean over its half) and held-out NLL follow from the point terms
             # without another pass over the data
@@ -273,30 +312,65 @@ def calibrated_nll(
             delta = torch.where((cubic - newton).abs() <= newton.abs() + 1e-12, cubic, newton)
             t_folds = (t_star.double().unsqueeze(1) + delta).clamp(lo, hi)
             delta = t_folds - t_star.double().unsqueeze(1)
-            taylor = (nll0 @ eval_weights.T + (g0 @ eval_weights.T) * delta + 0.5 * (h0 @ eval_weights.T) * delta**2
-                      + (k0 @ eval_weights.T) * delta**3 / 6)
-            fold_nll = []
+
+            def taylor(weights, d=delta, terms=(nll0, g0, h0, k0)):
+                f, g, h, k3 = (term @ weights.T for term in terms)
+                return f + g * d + 0.5 * h * d**2 + k3 * d**3 / 6
+
+            # the bounds, exactly: a fold whose objective is not lower inside than at a bound fits there
+            bounds = {b: whole.terms(torch.full_like(t_star, b), derivatives=False).double() for b in (lo, hi)}
+            t_bounded = _at_bounds(t_folds, taylor(fit_weights), bounds[hi] @ fit_weights.T,
+                                   bounds[lo] @ fit_weights.T, lo, hi)
+            held_out = taylor(eval_weights)
+            for b in (lo, hi):
+                held_out = torch.where(t_bounded == b, bounds[b] @ eval_weights.T, held_out)
+            fold_nll, fold_t = [], []
             for k, (fit, evaluate) in enumerate(folds):
-                far = delta[:, k].abs() > 0.05  # far from the whole-set optimum: exact fit and evaluation
-                value = taylor[:, k]
-                if bool(far.any()):  # (chosen per ensemble, so results do not depend on the batch)
+                # far from the whole-set optimum and inside: exact fit and evaluation (chosen per ensemble, so
+                # results do not depend on the batch)
+                far = (delta[:, k].abs() > 0.05) & (t_bounded[:, k] != lo) & (t_bounded[:, k] != hi)
+                value, t_k = held_out[:, k], t_bounded[:, k]
+                if bool(far.any()):
                     fit_idx, eval_idx = torch.as_tensor(fit), torch.as_tensor(evaluate)
-                    refined = _minimise(_Objective(z[:, :, fit_idx], y[fit_idx], temperature),
-                                        t_folds[:, k].to(dtype), lo, hi, iterations)
-                    exact = _Objective(z[:, :, eval_idx], y[eval_idx], temperature).value(refined)
+                    refined = _minimise(whole.subset(fit_idx), t_folds[:, k].to(dtype), lo, hi, iterations)
+                    exact = whole.subset(eval_idx).value(refined)
                     value = torch.where(far, exact, value)
+                    t_k = torch.where(far, _snap(refined, lo, hi), t_k)
                 fold_nll.append(value)
+                fold_t.append(t_k)
             cal["nll"] = torch.stack(fold_nll, dim=1).mean(1)
             out["cnll_folds"].append(torch.stack(fold_nll, dim=1))
+            fold_t = torch.stack(fold_t, dim=1)
+            out["fold_temperatures"].append(_tau(fold_t, lo, hi, lo_tau, hi_tau))
+            out["folds_at_bound"].append(((fold_t == lo) | (fold_t == hi)).long().sum(1))
         out["cnll"].append(cal["nll"])
         for key in ("accuracy", "brier", "ece"):
             out[key].append(cal[key])
     result = {k: torch.cat(v).numpy() for k, v in out.items()}
     if single:
-        result = {k: (v[0].tolist() if k == "cnll_folds" else float(v[0])) for k, v in result.items()}
+        result = {k: (v[0].tolist() if k in ("cnll_folds", "fold_temperatures") else
+                      (bool(v[0]) if k == "temperature_at_bound" else
+                       (int(v[0]) if k == "folds_at_bound" else float(v[0])))) for k, v in result.items()}
     result.update({"temperature_mode": temperature, "cv": cv, "repeats": repeats if cv == "halves" else 0,
                    "seed": seed})
     return result
+
+
+def _on_bound(t: torch.Tensor, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where t (in its own dtype) sits on the lower / upper bound of t = log β."""
+    return t == torch.tensor(lo, dtype=t.dtype), t == torch.tensor(hi, dtype=t.dtype)
+
+
+def _snap(t: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """t in float64, exactly lo or hi where it sits on a bound in its own dtype."""
+    at_lo, at_hi = _on_bound(t, lo, hi)
+    return torch.where(at_lo, lo, torch.where(at_hi, hi, t.double()))
+
+
+def _tau(t: torch.Tensor, lo: float, hi: float, lo_tau: float, hi_tau: float) -> torch.Tensor:
+    """τ = e^{−t} in float64, exactly the bound where t sits on one (t = hi is τ = lo_tau)."""
+    at_lo, at_hi = _on_bound(t, lo, hi)
+    return torch.where(at_hi, lo_tau, torch.where(at_lo, hi_tau, (-t.double()).exp()))
 
 
 def nll_at_temperature(logits, labels, tau: float, *, temperature: str = "before") -> np.ndarray | float:
@@ -322,35 +396,48 @@ def lower_envelope_nll(logits, labels, *, temperature: str = "before", bounds: t
     pooled = z.double().permute(1, 0, 2, 3).reshape(1, n, e * p, c)
     obj = _Objective(pooled, y.repeat(e), temperature)
     lo, hi = math.log(1.0 / bounds[1]), math.log(1.0 / bounds[0])
-    t, _, _ = _optimum(obj, lo, hi, iterations)
+    t = _optimum(obj, lo, hi, iterations)
     return {"le_nll": float(obj.value(t)[0]), "temperature": float((-t).exp()[0])}
 
 
 def reference_cnll(logits, labels, *, temperature: str = "before", cv: str = "halves", repeats: int = 5,
-                   seed: int = 0, bounds: tuple[float, float] = (0.01, 100.0)) -> float:
-    """The straightforward reference for one ensemble: NumPy float64 NLL(τ) and one SciPy bounded scalar
-    minimisation per fold (used to verify :func:`calibrated_nll`; slow)."""
+                   seed: int = 0, bounds: tuple[float, float] = (0.01, 100.0), grid: int = 401) -> float:
+    """An independent check of :func:`calibrated_nll` for one ensemble: the same definition (the bounded optimum
+    of τ in ``bounds`` on each fitting half, the NLL at it on the other half) by another method — NumPy float64
+    with the same accurate NLL terms (log(1 + S), sigmoid(log S)), a grid of ``grid`` temperatures evenly spaced
+    in log τ, and SciPy's bounded Brent between the grid neighbours of the best point. The first (smallest-τ)
+    minimum of the grid wins ties, so an objective that rounds to its flat floor towards τ → 0 (a half without
+    errors) fits at the bound. Slow; for tests."""
     from scipy.optimize import minimize_scalar
-    from scipy.special import log_softmax, logsumexp
+    from scipy.special import expit, log_softmax, logsumexp
 
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels)
     n = z.shape[0]
+    if temperature == "after":  # log p̄ of the ensemble, scaled as one network's logits
+        z = (logsumexp(log_softmax(z, axis=-1), axis=0) - math.log(n))[None]
+    label = np.zeros(z.shape[1:], dtype=bool)
+    label[np.arange(z.shape[1]), y] = True
 
     def nll(tau: float, idx: np.ndarray) -> float:
-        zz = z[:, idx]
-        if temperature == "before":
-            logp = log_softmax(zz / tau, axis=-1)
-            lpy = logsumexp(logp[:, np.arange(len(idx)), y[idx]], axis=0) - math.log(n)
-        else:
-            pooled = logsumexp(log_softmax(zz, axis=-1), axis=0) - math.log(n)
-            lpy = log_softmax(pooled / tau, axis=-1)[np.arange(len(idx)), y[idx]]
-        return float(-lpy.mean())
+        margins = (z[:, idx] - z[:, idx, y[idx]][..., None]) / tau
+        log_s = logsumexp(np.where(label[idx], -np.inf, margins), axis=-1)  # (members, points)
+        if temperature == "after":
+            return float(np.logaddexp(0.0, log_s[0]).mean())
+        wrong = expit(log_s).mean(0)
+        terms = np.where(wrong < 0.5, -np.log1p(-np.minimum(wrong, 0.5)),
+                         math.log(n) - logsumexp(-np.logaddexp(0.0, log_s), axis=0))
+        return float(terms.mean())
 
     def fit(idx: np.ndarray) -> float:
-        res = minimize_scalar(lambda lt: nll(math.exp(lt), idx), bounds=(math.log(bounds[0]), math.log(bounds[1])),
-                              method="bounded", options={"xatol": 1e-10})
-        return math.exp(res.x)
+        logs = np.linspace(math.log(bounds[0]), math.log(bounds[1]), grid)
+        values = np.array([nll(math.exp(v), idx) for v in logs])
+        k = int(np.argmin(values))
+        if k in (0, grid - 1):
+            return math.exp(logs[k])
+        res = minimize_scalar(lambda v: nll(math.exp(v), idx), bounds=(logs[k - 1], logs[k + 1]), method="bounded",
+                              options={"xatol": 1e-12})
+        return math.exp(res.x) if res.fun <= values[k] else math.exp(logs[k])
 
     everything = np.arange(z.shape[1])
     if cv == "none":

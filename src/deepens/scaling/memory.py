@@ -74,10 +74,16 @@ class WidthFamily:
 def _points(curves: dict[float, list[dict]], key: str, reliable_only: bool) -> list[dict]:
     pts = []
     for size, rows in curves.items():
+        if not math.isfinite(float(size)) or float(size) <= 0:
+            raise DeepensError(f"curves: network sizes must be positive finite parameter counts, got {size!r}")
         for r in rows:
             if r["reliable"] or not reliable_only:
+                value = r[key]
+                if value is None or not math.isfinite(float(value)):
+                    raise DeepensError(f"curves: {key} of n = {r['n']} at size {size:g} is {value}; expected a finite "
+                                       "number (drop or recompute that point)")
                 pts.append({"size": float(size), "n": int(r["n"]), "budget": float(size) * int(r["n"]),
-                            "value": float(r[key])})
+                            "value": float(value)})
     return pts
 
 

@@ -54,6 +54,11 @@ def pool_curve(
     z = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
     if z.dim() != 3:
         raise DeepensError(f"logits: expected a pool (networks, samples, classes), got shape {tuple(z.shape)}")
+    finite = torch.isfinite(z) if z.is_floating_point() else torch.ones((), dtype=torch.bool)
+    if not bool(finite.all()):
+        net, sample, _ = (int(v) for v in (~finite).nonzero()[0])
+        raise DeepensError(f"logits: non-finite values ({int((~finite).sum())} of them), the first in network {net} "
+                           f"of the pool, sample {sample}")
     pool = z.shape[0]
     sizes = list(range(1, pool + 1)) if sizes is None else [check_int("sizes", s, minimum=1) for s in sizes]
     rows = []

@@ -160,9 +160,10 @@ class StudyContext:
                     return task
             return None
 
-        def done(task, _outcome):
-            self._prefetched.add(task.id)
-            self._tick()
+        def done(task, outcome):
+            if not outcome.crashed:  # a crashed worker's task is pending again: trained here when asked for
+                self._prefetched.add(task.id)
+                self._tick()
 
         drive(store, owner, self.executor, claim, done)
 

@@ -45,6 +45,7 @@ class Outcome:
     wall: float = 0.0
     worker: str = ""
     files: dict | None = None  # a run directory sent back by a worker that cannot see the store
+    crashed: bool = False  # the worker process died (not the task's failure: the task goes back to pending)
 
 
 def result_summary(metrics: dict) -> dict:
@@ -119,6 +120,29 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=loop, daemon=True).start()
 
 
+@contextlib.contextmanager
+def _main_not_imported():
+    """Start worker processes without re-importing the caller's ``__main__`` in them: the workers run
+    :func:`train_task` on plain configurations and never need it, and a script that calls ``run_sweep`` (or a
+    study) without an ``if __name__ == "__main__":`` guard would otherwise start the sweep again in every worker
+    and break the pool. Hides ``__main__``'s ``__file__`` / ``__spec__`` from multiprocessing while processes
+    start."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {key: main.__dict__[key] for key in ("__file__", "__spec__") if key in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def _pool_context():
     """Workers forked from a fresh server process that has imported torch (with torch._dynamo, which the
     first optimizer imports: ~3 s), scikit-learn and the trainer, but run nothing: safe like spawn, and
@@ -190,10 +214,11 @@ class LocalExecutor:
         if self.workers == 1:
             self._queue.append((task, args))
             return
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(),
-                                             initializer=_watch_parent, initargs=(os.getpid(),))
-        self._futures[self._pool.submit(train_task, *args)] = task
+        with _main_not_imported():  # processes start in submit
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(),
+                                                 initializer=_watch_parent, initargs=(os.getpid(),))
+            self._futures[self._pool.submit(train_task, *args)] = task
 
     def _release(self, task) -> None:
         device = self._device.pop(id(task), None)
@@ -215,13 +240,14 @@ class LocalExecutor:
             try:
                 out.append((task, future.result()))
             except Exception as exc:  # noqa: BLE001 - a worker process died (killed, out of memory)
-                out.append((task, Outcome(False, error=f"worker process failed: {type(exc).__name__}: {exc}")))
+                out.append((task, Outcome(False, error=f"worker process died: {type(exc).__name__}: {exc}",
+                                          crashed=True)))
                 self._restart_pool()
         return out
 
     def _restart_pool(self) -> None:
-        """A dead worker breaks the whole pool (every task in it comes back failed and is retried, within
-        the retry bound); the next submit starts a new pool."""
+        """A dead worker breaks the whole pool (every task in it comes back ``crashed``: pending again, not a
+        failure); the next submit starts a new pool."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -42,17 +42,25 @@ class Heartbeat:
         self._thread.join()
 
 
+CRASHES_PER_RUN = 2
+"""A task whose worker process died this many times in one run is not handed out again in that run."""
+
+
 def drive(store: Store, owner: Owner, runner, claim: Callable[[dict], object | None],
           on_outcome: Callable[[object, object], None]) -> None:
-    """Keep ``runner`` (an executor) busy with the tasks ``claim(inflight)`` hands out (None: no more now) until
-    none is left in flight; record every outcome in ``store`` (finished or failed) and pass it to
-    ``on_outcome(task, outcome)``. Interrupted, the claims in flight go back to the store (their checkpoints
-    stay). The loop of ``deepens sweep run`` and of the study's parallel trainings."""
+    """Keep ``runner`` (an executor) busy with the tasks ``claim(exclude)`` hands out (None: no more now; the
+    tasks in ``exclude`` not) until none is left in flight; record every outcome in ``store`` (finished or
+    failed) and pass it to ``on_outcome(task, outcome)``. A task whose worker process died (``crashed``) goes
+    back to pending without counting as a failure — retried in this run at most :data:`CRASHES_PER_RUN` times.
+    Interrupted, the claims in flight go back to the store (their checkpoints stay). The loop of ``deepens
+    sweep run`` and of the study's parallel trainings."""
     inflight: dict = {}
+    crashes: dict[str, int] = {}  # task → times its worker process died in this run
     try:
         while True:
             while len(inflight) < runner.capacity():
-                task = claim(inflight)
+                # a task whose worker died twice here is left pending for another run (it may need more memory)
+                task = claim({**inflight, **{t: None for t, n in crashes.items() if n >= CRASHES_PER_RUN}})
                 if task is None:
                     break
                 inflight[task.id] = task
@@ -61,6 +69,11 @@ def drive(store: Store, owner: Owner, runner, claim: Callable[[dict], object | N
                 return
             for task, outcome in runner.wait():
                 del inflight[task.id]
+                if getattr(outcome, "crashed", False):  # the worker died, not the task: no failure counted
+                    crashes[task.id] = crashes.get(task.id, 0) + 1
+                    store.release(task.id, owner)
+                    on_outcome(task, outcome)
+                    continue
                 if outcome.ok:
                     try:
                         store.finish(task.id, result=outcome.result, wall=outcome.wall, worker=outcome.worker)
@@ -114,12 +127,16 @@ def run_sweep(
     owner = Owner.me()
     beat = Heartbeat(store, owner, min(HEARTBEAT_SECONDS, max(lease / 4, 0.05)))
     started = time.perf_counter()
-    trained, failed_now = [], []
+    trained, failed_now, crashed_now = [], [], []
     bar = tqdm(total=len(spec.tasks) - before["done"], desc=f"sweep {spec.name}", unit="task",
                disable=None if progress is None else not progress, dynamic_ncols=True)
 
     def on_outcome(task, outcome) -> None:
-        if outcome.ok:
+        if outcome.crashed:
+            crashed_now.append({"id": task.id, "label": task.label, "error": outcome.error})
+            say(f"task {task.id} ({task.label}): {(outcome.error or '').splitlines()[0]} — back to pending, not "
+                "counted as a failure")
+        elif outcome.ok:
             trained.append(task.id)
             bar.update(1)
         else:
@@ -138,7 +155,8 @@ def run_sweep(
     return {
         "sweep": spec.name, "spec_hash": spec.hash, "store": str(store.root), "executor": executor,
         "workers": workers, "tasks": len(spec.tasks), "done_before": before["done"], "trained": len(trained),
-        "failed_now": failed_now, "done": after["done"], "failed": after["failed"], "pending": after["pending"],
+        "failed_now": failed_now, "crashed_now": crashed_now,
+        "done": after["done"], "failed": after["failed"], "pending": after["pending"],
         "running_elsewhere": after["running"], "seconds": time.perf_counter() - started,
         "max_retries": retries, "status": after,
     }

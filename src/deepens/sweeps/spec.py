@@ -117,6 +117,9 @@ class SweepSpec:
         if unknown:
             raise DeepensError(f"spec: unknown key {unknown[0]!r}{_suggest(unknown[0], SPEC_KEYS)} "
                                f"(expected {', '.join(SPEC_KEYS)})")
+        if not any(k in data for k in ("base", "grid", "list")):
+            raise DeepensError("spec: declares no trainings; give base (the options every task shares), grid (options "
+                               "to vary) or list (explicit option sets), e.g. 'base: {dataset: digits}'")
         spec_name = data.get("name", name)
         if not isinstance(spec_name, str) or not spec_name.strip() or any(c in spec_name for c in "/\\\n"):
             raise DeepensError(f"name: expected a one-line sweep name without slashes, got {spec_name!r}")
