@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from numbers import Integral, Real
 from typing import Any
 
@@ -63,3 +64,18 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) ->
     if value not in choices:
         raise DeepensError(f"{name}: expected one of {', '.join(map(str, choices))}; got {value!r}")
     return value
+
+
+def parse_memory(value: int | float | str) -> int:
+    """A memory budget in bytes from a number or a text such as ``"512MiB"``, ``"8GiB"``, ``"2GB"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0 or not math.isfinite(value):
+            raise DeepensError(f"memory: expected a positive number of bytes, got {value!r}")
+        return int(value)
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?i?B)?\s*", str(value), flags=re.IGNORECASE)
+    if not match:
+        raise DeepensError(f"memory: expected bytes or a size such as '512MiB' or '8GiB', got {value!r}")
+    unit = (match.group(2) or "B").upper()
+    power = "BKMGT".index(unit[0])
+    base = 1024 if "I" in unit else 1000
+    return parse_memory(float(match.group(1)) * base**power)

@@ -106,10 +106,15 @@ def add_train(sub) -> None:
     p.add_argument("--out", type=Path, help="run directory to write (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="build the ensemble on the data and print its parameter "
                    "counts and forward FLOPs per sample without training or writing anything")
+    p.add_argument("--max-memory", help="memory budget of the training, e.g. 8GiB (default: what the device has "
+                   "free); a training estimated above it is refused before anything is allocated")
     p.add_argument("--estimate", type=int, nargs="?", const=3, metavar="STEPS",
                    help="with --dry-run: time STEPS (default 3) real optimizer steps on --device after one warm-up "
                         "step and estimate the whole training's wall time")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (the "
+                   "same options; --lr / --lr-individual / --final-lr may change, e.g. after a divergence)")
+    p.add_argument("--overwrite", action="store_true", help="delete the run in --out (its files only) and train "
+                   "again from scratch")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
@@ -228,6 +233,10 @@ def run_train(args: argparse.Namespace) -> int:
         args.out = args.out or Path(".")
         config = config_from_args(args)
         report = dry_run(config)
+        from ..training.memory import training_memory
+        from ..training.trainer import load_data
+
+        report["memory"] = training_memory(config, load_data(config, torch.device("cpu")))
         if args.estimate is not None:
             report["estimate"] = Trainer(config, progress=False).estimate(steps=args.estimate)
         if args.json:
@@ -239,6 +248,10 @@ def run_train(args: argparse.Namespace) -> int:
                   f"{p['individual']:,} individual; one network {p['reference_network']:,}); forward FLOPs per "
                   f"sample {report['flops_per_sample']['ensemble']:,} "
                   f"(one network {report['flops_per_sample']['reference_network']:,})")
+            mem = report["memory"]
+            print(f"memory: about {mem['total'] / 2**20:,.1f} MiB (parameters {mem['parameters'] / 2**20:,.1f}, "
+                  f"gradients + optimizer {(mem['gradients'] + mem['optimizer']) / 2**20:,.1f}, activations "
+                  f"{mem['activations'] / 2**20:,.1f}, data {mem['data'] / 2**20:,.1f} MiB)")
             if "estimate" in report:
                 e = report["estimate"]
                 print(f"timed {e['timed_steps']} steps on {e['device']}: {e['seconds_per_step'] * 1e3:.1f} ms per "
@@ -251,9 +264,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.out is None:
         raise DeepensError("out: give the run directory to write (--out DIR)")
     config = config_from_args(args)
-    result = Trainer(config, args.out, progress=False if args.no_progress or args.json else None).fit(
-        resume=args.resume
-    )
+    result = Trainer(config, args.out, progress=False if args.no_progress or args.json else None,
+                     max_memory=args.max_memory).fit(resume=args.resume, overwrite=args.overwrite)
     metrics = {**result.metrics, "run": str(args.out)}
     if args.json:
         print_json(summary(metrics))
@@ -279,8 +291,13 @@ def add_evaluate(sub) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_run(args.run, device=args.device)
     if args.json:
-        print_json(summary(metrics))
+        out = summary(metrics)
+        if "checkpoint_epoch" in metrics:
+            out["checkpoint_epoch"] = metrics["checkpoint_epoch"]
+        print_json(out)
     else:
+        if "checkpoint_epoch" in metrics:
+            print(f"unfinished run: the weights of its last checkpoint (epoch {metrics['checkpoint_epoch']})")
         print_metrics(metrics)
     return 0
 

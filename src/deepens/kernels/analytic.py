@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +41,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import DeepensError, check_choice, check_int, check_real
+from ..errors import (
+    DeepensError,
+    check_choice,
+    check_int,
+    check_real,
+    parse_memory,  # noqa: F401 - re-exported
+)
 from .duals import Dual, Moments, dual_for
 from .network import Activation, AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Modulate, Network
 
@@ -80,21 +85,6 @@ class InfiniteWidthKernels:
     @property
     def ntk_same_weighted_common(self) -> np.ndarray:
         return self.common_weight * self.ntk_same_common
-
-
-def parse_memory(value: int | float | str) -> int:
-    """A memory budget in bytes from a number or a text such as ``"512MiB"``, ``"8GiB"``, ``"2GB"``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0 or not math.isfinite(value):
-            raise DeepensError(f"memory: expected a positive number of bytes, got {value!r}")
-        return int(value)
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?i?B)?\s*", str(value), flags=re.IGNORECASE)
-    if not match:
-        raise DeepensError(f"memory: expected bytes or a size such as '512MiB' or '8GiB', got {value!r}")
-    unit = (match.group(2) or "B").upper()
-    power = "BKMGT".index(unit[0])
-    base = 1024 if "I" in unit else 1000
-    return parse_memory(float(match.group(1)) * base**power)
 
 
 # -- linear maps of kernels over positions ------------------------------------------------------------

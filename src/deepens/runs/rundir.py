@@ -115,6 +115,22 @@ class RunDir:
         except OSError as exc:
             raise DeepensError(f"out: cannot write to {self.path} ({exc.strerror or exc})") from None
 
+    RUN_FILES = ("config.json", "metrics.jsonl", "metrics.json", "logits.safetensors", "model.safetensors",
+                 "checkpoint.json", "checkpoints")
+
+    def clear(self) -> None:
+        """Delete the run's own files (those listed in the module docstring; anything else in the folder stays),
+        so that a new training can be written here (``deepens train --overwrite``). The final weights go first
+        and the configuration last, so an interrupted clear leaves an unfinished run, never a finished one
+        with the wrong files."""
+        for name in ("metrics.json", "model.safetensors", "logits.safetensors", "metrics.jsonl", "checkpoint.json",
+                     "checkpoints", "config.json"):
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
     # -- JSON files ----------------------------------------------------------------------------------
     def write_config(self, config: dict) -> None:
         atomic_write_json(self.config_path, jsonable(config))

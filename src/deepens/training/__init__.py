@@ -50,16 +50,19 @@ def train(
     *,
     resume: bool = False,
     progress: bool | None = None,
+    max_memory: int | float | str | None = None,
     **options,
 ) -> TrainResult:
     """Train an ensemble: ``deepens.train(dataset="digits", ensemble="batch", members=8, epochs=20)``.
 
     ``options`` override fields of ``config`` (a :class:`TrainConfig`; defaults when omitted). With
-    ``out`` the run is written to that run directory (and ``resume=True`` continues it).
+    ``out`` the run is written to that run directory (and ``resume=True`` continues it). A training whose
+    estimated memory (:func:`~deepens.training.memory.training_memory`) exceeds ``max_memory`` (bytes or
+    ``"8GiB"``; default: what the device has free) is refused before anything is allocated.
     """
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise DeepensError(f"train: unknown option(s) {', '.join(unknown)}")
     cfg = TrainConfig(**options) if config is None else dataclasses.replace(config, **options)
-    return Trainer(cfg, out, progress=progress).fit(resume=resume)
+    return Trainer(cfg, out, progress=progress, max_memory=max_memory).fit(resume=resume)

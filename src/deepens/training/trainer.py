@@ -33,6 +33,7 @@ from .augmentation import augment_dataset
 from .build import build_ensemble
 from .config import TrainConfig
 from .losses import member_losses
+from .memory import check_training_memory
 from .metrics import classification_metrics
 from .schedules import lr_factor
 
@@ -50,6 +51,10 @@ __all__ = [
 
 RESUMABLE_CHANGES = frozenset({"device", "eval_batch_size", "checkpoint_seconds", "compile", "channels_last"})
 """Options that may change between a run and its resumption: they do not change what is trained."""
+
+LR_CHANGES = frozenset({"lr", "lr_individual", "final_lr"})
+"""Options a resumed run may change from its last checkpoint on (after a divergence: a smaller learning rate);
+the run records each change in ``config.json`` (``changes``: epoch, old and new values)."""
 
 
 class DivergenceError(DeepensError):
@@ -227,30 +232,57 @@ def _compiled(model: Ensemble, enabled: bool):
 class Trainer:
     """Train one ensemble described by a :class:`TrainConfig`, optionally into a run directory."""
 
-    def __init__(self, config: TrainConfig, out: str | Path | None = None, *, progress: bool | None = None):
+    def __init__(self, config: TrainConfig, out: str | Path | None = None, *, progress: bool | None = None,
+                 max_memory: int | float | str | None = None):
         self.config = config.validate()
         self.device = resolve_device(config.device)
         self.run = RunDir(out) if out is not None else None
         self.progress = progress
         self.transform = None
+        self.max_memory = max_memory  # budget of check_training_memory (default: the device's free memory)
 
     # -- public ------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> TrainResult:
+    def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
+        """Train (into the run directory when there is one). ``resume``: continue the run there from its last
+        checkpoint — with the same options, except those of :data:`RESUMABLE_CHANGES` and the learning rates of
+        :data:`LR_CHANGES` (recorded as a change at the checkpoint's epoch). ``overwrite``: delete the run there
+        and train from scratch."""
         cfg = self.config
+        created = False
+        self.changes: dict = {}
+        if resume and overwrite:
+            raise DeepensError("overwrite: --overwrite trains from scratch, --resume continues; choose one")
         if self.run is not None:
+            created = not self.run.path.exists()
             self.run.prepare()
+            if self.run.exists() and overwrite:
+                self.run.clear()
             if self.run.exists() and not resume:
                 raise DeepensError(
-                    f"out: {self.run.path} already holds a run; pass --resume to continue it or choose another --out"
+                    f"out: {self.run.path} already holds a run; pass --resume to continue it, --overwrite to train "
+                    "it again from scratch, or choose another --out"
                 )
             if self.run.exists() and resume:
-                self._check_same_config(TrainConfig.from_dict(self.run.read_config()))
-        data, self.transform = load_data(cfg, self.device, with_transform=True)
+                self.changes = self._check_same_config(TrainConfig.from_dict(self.run.read_config()))
+                if self.changes and self.run.is_finished():
+                    details = ", ".join(f"{k} (run: {a!r}, given: {b!r})" for k, (a, b) in self.changes.items())
+                    raise DeepensError(f"resume: the options differ from the run being resumed: {details}; the run "
+                                       "is finished, so there is nothing to continue with them: --overwrite trains "
+                                       "it again from scratch")
+        finished = self.run is not None and resume and self.run.is_finished()
+        try:
+            data, self.transform = load_data(cfg, self.device, with_transform=True)
+            if not finished:  # refuse what cannot fit before allocating it
+                check_training_memory(cfg, data, self.device, self.max_memory)
+        except DeepensError:
+            if created and not any(self.run.path.iterdir()):  # nothing written: leave nothing behind
+                self.run.path.rmdir()
+            raise
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.seed)
             model = build_ensemble(cfg, data).to(self.device)
-            if self.run is not None and resume and self.run.is_finished():
+            if finished:
                 model.load_state_dict(self.run.read_weights())
                 return TrainResult(self.run.read_metrics(), self.run.read_history(), model, data, self.run.path)
             return self._train(model, data, resume)
@@ -337,10 +369,16 @@ class Trainer:
         steps = len(batches)
         epoch, step, elapsed, history = 0, 0, 0.0, []
         if self.run is not None:
-            checkpoint = self.run.load_checkpoint() if resume else None
-            if checkpoint is not None:
-                epoch, step, elapsed, history = self._restore(checkpoint, model, opt, gen)
-            else:
+            try:
+                checkpoint = self.run.load_checkpoint() if resume else None
+                if checkpoint is not None:
+                    epoch, step, elapsed, history = self._restore(checkpoint, model, opt, gen)
+            except DeepensError as exc:
+                raise DeepensError(f"{exc}; the run cannot continue from it: train it again from scratch with "
+                                   "--overwrite (or another --out)") from None
+            if checkpoint is not None and self.changes:
+                self._apply_changes(opt, epoch)
+            elif checkpoint is None:
                 self.run.write_config(self._config_record(data, model))
         bar = tqdm(total=cfg.epochs, initial=epoch, desc="train", unit="epoch", disable=self._bar_disabled(),
                    leave=False)
@@ -443,20 +481,43 @@ class Trainer:
         where = f"at step {step} (epoch {epoch + 1})"
         keep = ""
         if self.run is not None:
-            keep = (f"; the last good checkpoint is kept in {self.run.path}" if self.run.pointer_path.exists()
-                    else "; no checkpoint had been written yet")
+            if self.run.pointer_path.exists():
+                keep = (f"; the last good checkpoint is kept in {self.run.path}: continue from it with a smaller "
+                        "learning rate (--resume --lr ...), evaluate it (deepens evaluate), or train again from "
+                        "scratch (--overwrite)")
+            else:
+                keep = ("; no checkpoint had been written yet: train again with a smaller --lr and --overwrite (or "
+                        "another --out)")
         return f"training diverged {where}: {what} (try a smaller --lr){keep}"
 
-    def _check_same_config(self, stored: TrainConfig) -> None:
-        free = RESUMABLE_CHANGES
+    def _check_same_config(self, stored: TrainConfig) -> dict:
+        """The learning-rate options that change on this resumption ({name: (run's, given)}); any other difference
+        (outside :data:`RESUMABLE_CHANGES`) is refused."""
+        free = RESUMABLE_CHANGES | LR_CHANGES
         mine, theirs = self.config.canonical(), stored.canonical()  # equal trainings spelled differently pass
         diff = [k for k in mine if k not in free and mine[k] != theirs.get(k)]
         if diff:
             details = ", ".join(f"{k} (run: {theirs.get(k)!r}, given: {mine[k]!r})" for k in diff)
-            raise DeepensError(f"resume: the options differ from the run being resumed: {details}")
+            raise DeepensError(f"resume: the options differ from the run being resumed: {details} (only "
+                               f"{', '.join(sorted(LR_CHANGES))} may change when resuming; --overwrite trains "
+                               "again from scratch)")
+        return {k: (theirs.get(k), mine[k]) for k in sorted(LR_CHANGES) if mine.get(k) != theirs.get(k)}
 
     def _bar_disabled(self) -> bool | None:
         return None if self.progress is None else not self.progress
+
+    def _apply_changes(self, opt: torch.optim.Optimizer, epoch: int) -> None:
+        """Resumed with other learning rates: the optimizer takes the new ones from the checkpoint's epoch on,
+        and config.json records the change (and holds the new options, which a later --resume must repeat)."""
+        cfg = self.config
+        lr_u = cfg.lr if cfg.lr_individual is None else cfg.lr_individual
+        for group in opt.param_groups:
+            group["base_lr"] = cfg.lr if group.get("name") == "shared" else lr_u
+        record = self.run.read_config()
+        record.setdefault("changes", []).append(
+            {"epoch": epoch, **{k: {"from": old, "to": new} for k, (old, new) in self.changes.items()}})
+        record["train"] = cfg.to_dict()
+        self.run.write_config(record)
 
     def _config_record(self, data: Dataset, model: Ensemble) -> dict:
         import deepens
@@ -497,8 +558,26 @@ class Trainer:
             raise DeepensError(f"checkpoint: {self.run.pointer_path} cannot be restored ({exc})") from None
 
 
+def run_weights(run: RunDir) -> tuple[dict[str, torch.Tensor], int | None]:
+    """The weights of a run: its final ones (epoch None), or for an unfinished run — stopped, or diverged after
+    its first checkpoint — those of its last good checkpoint (and that checkpoint's epoch)."""
+    if run.weights_path.exists():
+        return run.read_weights(), None
+    if run.pointer_path.exists():
+        try:
+            model, _, state = run.load_checkpoint()
+        except DeepensError as exc:
+            raise DeepensError(f"{exc}; this unfinished run has no usable weights: train it again with "
+                               "deepens train --overwrite") from None
+        return model, int(state.get("epoch", 0))
+    raise DeepensError(f"weights: {run.path} has no weights yet (unfinished, and no checkpoint was written: it was "
+                       "stopped or diverged in its first epochs); continue it with --resume or train it again with "
+                       "--overwrite")
+
+
 def load_run(path: str | Path, device: str = "cpu") -> tuple[TrainConfig, Dataset, Ensemble]:
-    """A finished run's configuration, data and ensemble with its final weights."""
+    """A run's configuration, data and ensemble with its final weights (an unfinished run: those of its last
+    checkpoint, see :func:`run_weights`; ``model.checkpoint_epoch`` says which)."""
     run = RunDir(path)
     config = TrainConfig.from_dict(run.read_config())
     config.device = device
@@ -506,15 +585,18 @@ def load_run(path: str | Path, device: str = "cpu") -> tuple[TrainConfig, Datase
     dev = resolve_device(device)
     data = load_data(config, dev)
     model = build_ensemble(config, data).to(dev)
+    weights, epoch = run_weights(run)
     try:
-        model.load_state_dict({k: v.to(dev) for k, v in run.read_weights().items()})
+        model.load_state_dict({k: v.to(dev) for k, v in weights.items()})
     except RuntimeError as exc:
-        raise DeepensError(f"run: {run.weights_path} does not match the run's config ({exc})") from None
+        raise DeepensError(f"run: the weights in {run.path} do not match the run's config ({exc})") from None
+    model.checkpoint_epoch = epoch
     return config, data, model
 
 
 def evaluate_run(path: str | Path, device: str = "cpu", batch_size: int = 1024) -> dict:
-    """Rebuild a finished run's ensemble from its config and weights and evaluate it on every split."""
+    """Rebuild a run's ensemble from its config and weights and evaluate it on every split (an unfinished run:
+    its last checkpoint, with ``checkpoint_epoch`` in the result)."""
     config, data, model = load_run(path, device)
     result = {}
     for name in ("train", "val", "test"):
@@ -523,4 +605,6 @@ def evaluate_run(path: str | Path, device: str = "cpu", batch_size: int = 1024) 
             result[name] = classification_metrics(predict_logits(model, split, batch_size), split.y)
     result["run"] = str(path)
     result["config"] = config.to_dict()
+    if model.checkpoint_epoch is not None:
+        result["checkpoint_epoch"] = model.checkpoint_epoch  # an unfinished run: its last checkpoint's weights
     return result
