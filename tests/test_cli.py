@@ -172,3 +172,29 @@ def test_device_cuda_runs_or_says_why(tmp_path, cli):
         assert code == 0 and json.loads(out)["test"]["accuracy"] > 0.5
     else:
         assert code == 2 and "CUDA is not available" in err and len(err.strip().splitlines()) == 1
+
+
+def test_undefined_metrics_print_as_a_dash_not_nan(cli, tmp_path):
+    """One member has no member correlation or disagreement: the table shows —, the JSON null."""
+    code, out, err = cli(["train", "--dataset", "digits", "--members", "1", "--epochs", "1", "--out", tmp_path / "r",
+                          "--no-progress"])
+    assert code == 0, err
+    assert "nan" not in out.lower()
+    rows = [line.split() for line in out.splitlines() if line.split()[0] in ("train", "val", "test")
+            and line.split()[1][0].isdigit()]
+    assert len(rows) == 3 and all(r[-2:] == ["—", "—"] for r in rows)
+    code, out, _ = cli(["evaluate", tmp_path / "r", "--json"])
+    assert json.loads(out)["train"]["correlation"] is None
+
+
+def test_make_demo_installs_only_what_the_demo_needs():
+    """`make demo` installs the package (no dev extras: ray, playwright, pytest); `make test` adds them."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    demo = subprocess.run(["make", "-n", "demo", "VENV=/nonexistent/venv"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout
+    test = subprocess.run(["make", "-n", "test", "VENV=/nonexistent/venv"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout
+    assert "pip install --quiet -e ." in demo and "[dev]" not in demo and "torch==2.13.0" in demo
+    assert 'pip install --quiet -e ".[dev]"' in test and "pytest" in test

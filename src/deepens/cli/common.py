@@ -25,14 +25,16 @@ def print_json(obj: Any) -> None:
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]], stream=None) -> None:
-    """Print ``rows`` as an aligned table; ``columns`` are (key, header, format)."""
+    """Print ``rows`` as an aligned table; ``columns`` are (key, header, format). Undefined values (None, NaN:
+    the correlation of a single member) print as —."""
     stream = stream or sys.stdout
     cells = [[h for _, h, _ in columns]]
     for row in rows:
         line = []
         for key, _, fmt in columns:
             value = row.get(key)
-            line.append("—" if value is None else format(value, fmt) if fmt else str(value))
+            undefined = value is None or (isinstance(value, float) and value != value)  # None or NaN (e.g. one member)
+            line.append("—" if undefined else format(value, fmt) if fmt else str(value))
         cells.append(line)
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     for r in cells:
