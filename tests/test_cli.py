@@ -198,3 +198,25 @@ def test_make_demo_installs_only_what_the_demo_needs():
                           check=True).stdout
     assert "pip install --quiet -e ." in demo and "[dev]" not in demo and "torch==2.13.0" in demo
     assert 'pip install --quiet -e ".[dev]"' in test and "pytest" in test
+
+
+def test_the_top_level_help_does_not_import_torch():
+    """`deepens --help`, `deepens --version` and a mistyped command answer without importing torch (0.05 s, not
+    seconds); a command's own --help imports what that command needs."""
+    code = ("import sys\nfrom deepens.cli.main import main\n"
+            "for argv in (['--help'], ['--version'], ['trian']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert "train" in out.stdout and "invalid choice: 'trian'" in out.stderr
+
+
+def test_every_command_has_help_and_json(cli):
+    from deepens.cli.main import COMMANDS, build_parser
+
+    full = build_parser()
+    assert set(full._subparsers._group_actions[0].choices) == set(COMMANDS)
+    for name in COMMANDS:
+        code, out, _ = cli([name, "--help"])
+        assert code == 0 and "usage: deepens " + name in out

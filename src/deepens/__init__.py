@@ -4,56 +4,42 @@ The public API is re-exported here; see the README for the concepts and one exam
 Shape convention: the member axis comes first, (M, B, ...).
 """
 
-from .ensembles import (
-    BatchEnsemble,
-    CollegialMLP,
-    DeepEnsemble,
-    Ensemble,
-    LastLayerDropout,
-    MCDropout,
-    ResNeXt29,
-    ResNeXtBottleneck,
-    VectorizedEnsemble,
-    vectorize,
-)
 from .errors import DeepensError
-from .layers import (
-    Bernoulli,
-    Constant,
-    Distribution,
-    Normal,
-    ShiftedNormal,
-    Sign,
-    Ternary,
-    parse_distribution,
-)
-from .models import MLP, ConvNet
 
 __version__ = "0.1.0"
 
-# Entry points of the higher layers, imported on first use (``deepens.run_sweep``, ``deepens.train``, ...),
-# so that ``import deepens`` stays as light as the layers it needs.
+# The public API, imported on first use (``deepens.MLP``, ``deepens.train``, ...): ``import deepens`` (and the
+# ``deepens`` command's start-up) does not pay for torch until something needs it.
 _LAZY = {
-    "train": "deepens.training",
-    "TrainConfig": "deepens.training",
-    "Trainer": "deepens.training",
-    "StudyConfig": "deepens.study",
-    "run_study": "deepens.study",
-    "run_sweep": "deepens.sweeps",
-    "load_spec": "deepens.sweeps",
-    "SweepSpec": "deepens.sweeps",
-    "Store": "deepens.sweeps",
-    "Network": "deepens.kernels",
-    "infinite_width_kernels": "deepens.kernels",
+    **dict.fromkeys(("BatchEnsemble", "CollegialMLP", "DeepEnsemble", "Ensemble", "LastLayerDropout", "MCDropout",
+                     "ResNeXt29", "ResNeXtBottleneck", "VectorizedEnsemble", "vectorize"), "deepens.ensembles"),
+    **dict.fromkeys(("Bernoulli", "Constant", "Distribution", "Normal", "ShiftedNormal", "Sign", "Ternary",
+                     "parse_distribution"), "deepens.layers"),
+    **dict.fromkeys(("MLP", "ConvNet"), "deepens.models"),
+    **dict.fromkeys(("train", "TrainConfig", "Trainer"), "deepens.training"),
+    **dict.fromkeys(("StudyConfig", "run_study"), "deepens.study"),
+    **dict.fromkeys(("run_sweep", "load_spec", "SweepSpec", "Store"), "deepens.sweeps"),
+    **dict.fromkeys(("Network", "infinite_width_kernels"), "deepens.kernels"),
 }
+_SUBPACKAGES = ("data", "design", "ensembles", "io", "kernels", "layers", "models", "runs", "scaling", "study",
+                "sweeps", "symmetry", "training", "errors", "cli")
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"deepens.{name}")
     raise AttributeError(f"module 'deepens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBPACKAGES))
+
 
 __all__ = [
     "DeepensError",

@@ -7,8 +7,6 @@ import json
 import sys
 from typing import Any
 
-from ..runs.rundir import jsonable
-
 __all__ = ["Parser", "print_json", "print_table", "split_ints"]
 
 
@@ -20,6 +18,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def print_json(obj: Any) -> None:
+    from ..runs.rundir import jsonable
+
     json.dump(jsonable(obj), sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -10,6 +10,7 @@ from ..design.search import EFFICIENCIES, OBJECTIVES
 from ..design.statistics import ENTRIES
 from ..errors import DeepensError, check_int
 from .common import print_json, print_table, split_ints
+from .main import COMMAND_HELP
 
 BLOCKS = ("mlp", "resnext-bottleneck", "resnext29")
 
@@ -128,7 +129,7 @@ def cmd_collegial(args: argparse.Namespace) -> int:
 
 
 def add_design(sub) -> None:
-    p = sub.add_parser("design", help="design collegial ensembles from NTK variance (CE Algorithms 1-2)",
+    p = sub.add_parser("design", help=COMMAND_HELP["design"],
                        description="Collegial ensemble design: fit α (Algorithm 1), then the primal or dual "
                                    "optimal (m, n) (Algorithm 2).")
     dsub = p.add_subparsers(dest="design_command", metavar="WHAT")

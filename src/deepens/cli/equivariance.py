@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from .common import print_json, split_ints
+from .main import COMMAND_HELP
 from .study import add_preset_options, preset_of, print_study
 
 # option name → study config field, per experiment (the study part of the same name)
@@ -64,7 +65,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_equivariance(sub) -> None:
     parser = sub.add_parser(
         "equivariance",
-        help="emergent equivariance of deep ensembles trained with data augmentation (study parts)",
+        help=COMMAND_HELP["equivariance"],
         description="Train augmented deep ensembles and measure how equivariant their members, the ensemble and the "
                     "infinite-width (NTK) prediction are, in and out of distribution. Each experiment is the study "
                     "part of the same name (deepens study --only NAME) with its settings as options; unset options "

@@ -22,6 +22,7 @@ from ..kernels import (
 )
 from ..training.config import TrainConfig, parse_modulation
 from .common import print_json, print_table, split_ints
+from .main import COMMAND_HELP
 
 
 def _load_inputs(path: Path) -> np.ndarray:
@@ -236,7 +237,7 @@ def run_empirical(args: argparse.Namespace) -> int:
 
 
 def add_ntk(sub) -> None:
-    p = sub.add_parser("ntk", help="ensemble NTKs: analytic kernels, regime verdicts, empirical metrics",
+    p = sub.add_parser("ntk", help=COMMAND_HELP["ntk"],
                        description="Infinite-width kernels of (embedded-ensemble) MLPs and CNNs, the independent / "
                        "collective regime verdict, and empirical NTK metrics of an initialised or trained ensemble.")
     inner = p.add_subparsers(dest="ntk_command", metavar="KERNEL_COMMAND", parser_class=type(p))

@@ -23,6 +23,7 @@ from ..scaling import (
     predict_memory_split,
 )
 from .common import print_json, print_table, split_ints
+from .main import COMMAND_HELP
 
 LOGIT_HELP = ".npy or .safetensors array (members, samples, classes), or a run directory"
 
@@ -348,7 +349,7 @@ def _pool_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_scaling(sub) -> None:
-    c = sub.add_parser("calibrate", help="NLL and calibrated NLL (CNLL) of an ensemble",
+    c = sub.add_parser("calibrate", help=COMMAND_HELP["calibrate"],
                        description="NLL, CNLL with test-time cross-validation, temperature, and calibrated accuracy, "
                        "Brier and ECE of an ensemble's member logits (power-laws paper §3-4).")
     c.add_argument("logits", type=Path, help=LOGIT_HELP)
@@ -363,7 +364,7 @@ def add_scaling(sub) -> None:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_calibrate)
 
-    p = sub.add_parser("powerlaw", help="power laws of ensembles: fit, pools, memory splits",
+    p = sub.add_parser("powerlaw", help=COMMAND_HELP["powerlaw"],
                        description="Power laws c + b·m^a (power-laws paper Eq. 6), pools of trained networks, and the "
                        "optimal memory split of a parameter budget.")
     inner = p.add_subparsers(dest="powerlaw_command", metavar="POWERLAW_COMMAND", parser_class=type(p))

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from .common import print_json, split_ints
+from .main import COMMAND_HELP
 
 PRESET_HELP = ("tiny (seconds; tests), quick (default; make demo, < 10 min on 2 CPU cores), full (hours on a CPU), "
                "paper (each paper's data, networks and recipes: CIFAR-100, MNIST, FashionMNIST from --data-dir; GPU "
@@ -114,7 +115,7 @@ def add_study(sub) -> None:
 
     p = sub.add_parser(
         "study",
-        help="the four papers' experiments at small scale, a verdict per claim, and an HTML report",
+        help=COMMAND_HELP["study"],
         description="Run the experiments of the Embedded Ensembles (ee), Collegial Ensembles (ce), Emergent "
                     "Equivariance (eqe) and Power Laws (pl) papers at small scale. Every part declares the "
                     "papers' claims it tests with a criterion before it runs; the verdict (reproduced, partly, "

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .common import print_json, print_table, split_ints
+from .main import COMMAND_HELP
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -94,7 +95,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def add_sweep(sub) -> None:
-    p = sub.add_parser("sweep", help="resumable sweeps of trainings, locally or on a Ray cluster",
+    p = sub.add_parser("sweep", help=COMMAND_HELP["sweep"],
                        description="Expand a YAML / TOML sweep spec into training tasks and train them into a store "
                                    "(one run directory per task, an SQLite index): resumable, retried, safe to run "
                                    "from several processes at once, locally or on a Ray cluster.")

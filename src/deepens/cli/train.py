@@ -15,6 +15,7 @@ from ..training.config import ENSEMBLES, FAMILIES, FAMILY_WIDTH, MODELS, SCHEDUL
 from ..training.recipes import RECIPES, recipe_options
 from ..training.trainer import Trainer, evaluate_run
 from .common import print_json, print_table, split_ints
+from .main import COMMAND_HELP
 
 S = argparse.SUPPRESS
 
@@ -93,7 +94,7 @@ OPTIONS: list[tuple[tuple[str, ...], str, dict]] = [
 def add_train(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train an ensemble into a run directory",
+        help=COMMAND_HELP["train"],
         description="Train a deep ensemble, BatchEnsemble, MC-dropout, LLD or collegial ensemble (EE Eqs. 2-4, "
         "CE Eq. 4) and write a run directory (config, metrics, logits, weights, checkpoints).",
     )
@@ -278,7 +279,7 @@ def run_train(args: argparse.Namespace) -> int:
 def add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a run directory on train / val / test",
+        help=COMMAND_HELP["evaluate"],
         description="Rebuild a run's ensemble from its config and weights and report accuracy, NLL, Brier, ECE, "
         "member correlation, disagreement and the ensemble's gain over its mean member on every split.",
     )
@@ -321,7 +322,7 @@ def model_families() -> list[dict]:
 
 
 def add_models(sub) -> None:
-    p = sub.add_parser("models", help="list the network families (--model) and their width knobs",
+    p = sub.add_parser("models", help=COMMAND_HELP["models"],
                        description="The reference-network families deepens trains, what --width means for each, "
                        "its default, and the parameter count at the default on CIFAR-100's shape.")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
