@@ -189,3 +189,32 @@ def test_cli_plan_and_estimate(cli, data_dir, tmp_path):
     assert report["estimate"]["steps"] == 2 * report["estimate"]["steps_per_epoch"]
     code, out, err = cli(["train", "--dataset", "digits", "--estimate", "--out", tmp_path / "r"])
     assert code == 2 and "estimate: only with --dry-run" in err
+
+
+def test_the_progress_shows_each_parts_elapsed_time_and_estimate():
+    """The postfix of the study's bar after k of n units of a part: k/n, the elapsed time and the time left at the
+    part's own rate ((n − k) × elapsed / k)."""
+    import time
+
+    from deepens.study.runner import PartProgress
+
+    class Bar:
+        def __init__(self):
+            self.n, self.postfix = 0, ""
+
+        def update(self, k):
+            self.n += k
+
+        def set_postfix_str(self, text, refresh=True):
+            self.postfix = text
+
+    bar = Bar()
+    progress = PartProgress(bar, "regime", 4)
+    progress.started = time.perf_counter() - 30.0  # 30 s into the part
+    progress()
+    assert bar.n == 1 and bar.postfix.startswith("regime 1/4 units, 0:30 elapsed, ~1:30 left")
+    progress()
+    assert bar.postfix.startswith("regime 2/4 units, 0:30 elapsed, ~0:30 left")
+    progress.started -= 3600
+    progress()
+    assert "1:00:30 elapsed" in bar.postfix and "~20:10 left" in bar.postfix

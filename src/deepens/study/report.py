@@ -9,7 +9,6 @@ is generated from its verdict and numbers (:func:`deepens.study.claims.claim_sen
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import html
 import json
 from collections import Counter
@@ -69,10 +68,11 @@ def _header(study: dict) -> tuple[str, float]:
     config, parts = study["config"], study["parts"]
     total = sum(p["seconds"] for p in parts.values())
     papers = sorted({p["paper"] for p in parts.values()}, key=list(PAPERS).index)
+    finished = [p["finished"] for p in parts.values() if p.get("finished")]
+    when = f" Finished {max(finished).replace('T', ' ')}." if finished else ""  # the run's time, not the render's
     return (f"Preset {config['preset']}, {len(parts)} of {len(PARTS)} parts ({', '.join(papers) or 'none'}), "
             f"{_minutes(total)} of training and analysis on {config['device']}, seed {config['seed']}, "
-            f"{config['seeds']} seeds per noisy measurement. Written "
-            f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}.", total)
+            f"{config['seeds']} seeds per noisy measurement.{when}", total)
 
 
 def render_report(study: dict, folder: str | Path) -> str:

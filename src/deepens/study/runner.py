@@ -21,6 +21,7 @@ overwritten by accident.
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import io
 import json
 import os
@@ -239,6 +240,32 @@ class StudyContext:
         self._tick()
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class PartProgress:
+    """One progress unit of a part: the study's bar moves by one, and its postfix shows the part's units done,
+    its elapsed time and the time it has left at the rate of its finished units (a busy machine slows every
+    part; the estimate follows)."""
+
+    def __init__(self, bar, name: str, units: int):
+        self.bar, self.name, self.units = bar, name, max(1, int(units))
+        self.done, self.started = 0, time.perf_counter()
+        self.text = ""
+
+    def __call__(self) -> None:
+        self.done += 1
+        self.bar.update(1)
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / self.done * max(0, self.units - self.done)
+        self.text = (f"{self.name} {self.done}/{self.units} units, {_clock(elapsed)} elapsed, ~{_clock(left)} left "
+                     "in this part")
+        self.bar.set_postfix_str(self.text, refresh=True)
+
+
 def _csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -359,7 +386,7 @@ def run_study(
         for i, name in enumerate(todo, 1):
             part = PARTS[name]
             bar.set_description(f"study [{i}/{len(todo)}] {part.paper}.{name}")
-            ctx = StudyContext(config, lambda: bar.update(1), store, owner, executor)
+            ctx = StudyContext(config, PartProgress(bar, name, part.units(config)), store, owner, executor)
             started = time.perf_counter()
             with torch.random.fork_rng():
                 torch.manual_seed(config.seed)
@@ -372,6 +399,7 @@ def run_study(
             claims = [evaluate(c, outcome.get("measured", {}), outcome.get("scale")) for c in part.claims]
             record = jsonable({"name": name, "paper": part.paper, "title": part.title, "summary": part.summary,
                                "config": config.part_config(part.prefixes, part.reference), "seconds": seconds,
+                               "finished": _dt.datetime.now().isoformat(timespec="minutes"),
                                "trainings": ctx.trainings, "from_store": ctx.from_store, "diverged": ctx.diverged,
                                "versions": versions, **outcome, "claims": claims})
             figures = part.plot(record, out / "figures")
