@@ -220,3 +220,12 @@ def test_every_command_has_help_and_json(cli):
     for name in COMMANDS:
         code, out, _ = cli([name, "--help"])
         assert code == 0 and "usage: deepens " + name in out
+
+
+def test_commands_write_under_runs_by_default():
+    """`deepens equivariance` and `deepens study` write under runs/ unless told otherwise — never a folder named
+    after the command in the working directory."""
+    from deepens.cli.main import build_parser
+
+    assert build_parser("equivariance").parse_args(["equivariance", "ising"]).out == "runs/equivariance"
+    assert build_parser("study").parse_args(["study"]).out == "runs/study"

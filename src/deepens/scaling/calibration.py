@@ -27,7 +27,8 @@ import torch
 
 from ..errors import DeepensError, check_choice, check_int, check_real
 
-__all__ = ["calibrated_nll", "nll_at_temperature", "lower_envelope_nll", "reference_cnll", "cv_folds"]
+__all__ = ["calibrated_nll", "nll_at_temperature", "lower_envelope_nll", "reference_cnll", "cv_folds",
+           "fit_temperature"]
 
 
 def cv_folds(n_points: int, repeats: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -354,6 +355,23 @@ def calibrated_nll(
     result.update({"temperature_mode": temperature, "cv": cv, "repeats": repeats if cv == "halves" else 0,
                    "seed": seed})
     return result
+
+
+def fit_temperature(logits, labels, *, temperature: str = "before", bounds: tuple[float, float] = (0.01, 100.0),
+                    iterations: int = 30, dtype: torch.dtype = torch.float64) -> dict:
+    """The bounded NLL-optimal temperature of one ensemble's member logits (n, N, C) on all its points: the
+    optimiser of :func:`calibrated_nll` (and of :class:`deepens.metrics.TemperatureScaler`). Returns
+    ``temperature`` and ``at_bound``."""
+    check_choice("temperature", temperature, ("before", "after"))
+    lo_tau = check_real("bounds[0]", bounds[0], low=0.0, low_open=True)
+    hi_tau = check_real("bounds[1]", bounds[1], low=lo_tau, low_open=True)
+    z, y, _ = _as_logits(logits, labels)
+    if z.shape[0] != 1:
+        raise DeepensError(f"logits: expected one ensemble (members, samples, classes), got shape {tuple(z.shape)}")
+    lo, hi = math.log(1.0 / hi_tau), math.log(1.0 / lo_tau)
+    t = _optimum(_Objective(z.to(dtype), y, temperature), lo, hi, iterations)
+    return {"temperature": float(_tau(t, lo, hi, lo_tau, hi_tau)[0]),
+            "at_bound": bool(torch.stack(_on_bound(t, lo, hi)).any())}
 
 
 def _on_bound(t: torch.Tensor, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
