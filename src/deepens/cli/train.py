@@ -285,21 +285,59 @@ def add_evaluate(sub) -> None:
     )
     p.add_argument("run", type=Path, help="run directory written by deepens train")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--ood", action="append", default=[], metavar="SET",
+                   help="out-of-distribution inputs to detect (repeatable): noise, shuffled, photos (image data), or "
+                        "an image dataset such as cifar10 (CIFAR-100 models) or mnist (FashionMNIST models)")
+    p.add_argument("--data-dir", help="folder with the local OOD datasets (default: the run's)")
+    p.add_argument("--calibrate", choices=("val", "train"),
+                   help="fit a temperature on this split, save it as RUN/temperature.json and report the test "
+                        "metrics before and after it")
+    p.add_argument("--temperature", choices=("before", "after"), default="before",
+                   help="temperature before (PL) or after (Ashukha et al.) averaging the members (default before)")
+    p.add_argument("--report", type=Path, help="write report.html with its figures (reliability diagram, "
+                   "risk-coverage, OOD score histograms) into this folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated OOD sets (default 0)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=run_evaluate)
 
 
+UNCERTAINTY_ROWS = ("accuracy", "nll", "ece", "adaptive_ece", "classwise_ece", "mce", "brier", "aurc",
+                    "total_uncertainty", "aleatoric_uncertainty", "epistemic_uncertainty", "disagreement")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ..training.evaluation import evaluate_uncertainty
+
     metrics = evaluate_run(args.run, device=args.device)
+    uncertainty = evaluate_uncertainty(args.run, ood=args.ood, calibrate=args.calibrate,
+                                       temperature=args.temperature, data_dir=args.data_dir, device=args.device,
+                                       seed=args.seed, report=args.report)
     if args.json:
         out = summary(metrics)
         if "checkpoint_epoch" in metrics:
             out["checkpoint_epoch"] = metrics["checkpoint_epoch"]
+        out["uncertainty"] = {k: v for k, v in uncertainty.items() if k not in ("run", "checkpoint_epoch")}
         print_json(out)
-    else:
-        if "checkpoint_epoch" in metrics:
-            print(f"unfinished run: the weights of its last checkpoint (epoch {metrics['checkpoint_epoch']})")
-        print_metrics(metrics)
+        return 0
+    if "checkpoint_epoch" in metrics:
+        print(f"unfinished run: the weights of its last checkpoint (epoch {metrics['checkpoint_epoch']})")
+    print_metrics(metrics)
+    test = uncertainty["test"]
+    print("\ntest split: ensemble vs mean member")
+    print_table([{"metric": k, "ensemble": test[k], "member": test["member"].get(k)} for k in UNCERTAINTY_ROWS],
+                [("metric", "metric", ""), ("ensemble", "ensemble", ".4f"), ("member", "mean member", ".4f")])
+    for name, r in uncertainty["ood"].items():
+        print(f"OOD {name} ({r['samples']} inputs): AUROC " + ", ".join(
+            f"{s} {r[f'{s}_auroc']:.3f}" for s in ("max_probability", "neg_entropy", "neg_mutual_information",
+                                                   "energy")) + f"; FPR95 (max probability) "
+              f"{r['max_probability_fpr95']:.3f}; epistemic in {r['epistemic_in']:.4f} / out {r['epistemic_out']:.4f}")
+    if "calibration" in uncertainty:
+        c = uncertainty["calibration"]
+        print(f"temperature {c['temperature']:.4g} ({c['mode']} averaging, fitted on {c['split']}; saved in "
+              f"{c['saved']}): test NLL {c['nll_before']:.4f} → {c['nll_after']:.4f}, ECE {c['ece_before']:.4f} → "
+              f"{c['ece_after']:.4f}")
+    if "report" in uncertainty:
+        print(f"report: {uncertainty['report']}")
     return 0
 
 

@@ -127,6 +127,9 @@ def _standardise(train: np.ndarray, others: list[np.ndarray], image: bool,
         info["zero_value"] = (-mean / std).ravel().tolist()
         info["channel_mean"] = mean.ravel().tolist()
         info["channel_std"] = std.ravel().tolist()
+    elif info is not None:  # raw feature statistics: x_raw = x · std + mean (deepens.data.ood builds inputs with them)
+        info["feature_mean"] = mean.ravel().tolist()
+        info["feature_std"] = std.ravel().tolist()
     return [((a - mean) / std).astype(np.float32) for a in [train, *others]]
 
 

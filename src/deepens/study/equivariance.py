@@ -396,24 +396,16 @@ def digit_images(seed: int, scale: int, photos: int):
     interpolated rotations, since bilinear interpolation averages neighbouring pixels (a 45° rotation cuts the
     standard deviation of 23 × 23 white noise from 1.0 to 0.67), so its rotated copies are images of another
     kind; upsampled 8 × 8 noise keeps 0.63 vs 0.59, like the digits."""
-    from sklearn.datasets import load_digits, load_sample_images
+    from sklearn.datasets import load_digits
 
-    from ..data import load_dataset
+    from ..data import load_dataset, photo_patches
 
     data = load_dataset("digits", seed=seed, val=0, flatten=False)
     background = float(border_value(data.train.x))  # standardised value of a blank pixel
     raw = load_digits().images
     scale_std = float(raw.std())
     rng = np.random.default_rng(seed + 5)
-    patches = []
-    images = [img.mean(axis=-1) / 255.0 for img in load_sample_images().images]
-    for i in range(photos):
-        img = images[i % len(images)]
-        side = int(rng.integers(24, 97))
-        r, c = rng.integers(0, img.shape[0] - side), rng.integers(0, img.shape[1] - side)
-        patch = torch.from_numpy(img[r : r + side, c : c + side].copy()).float()[None, None]
-        patches.append(F.adaptive_avg_pool2d(patch, 8)[0])
-    photo = torch.stack(patches) * 16.0 / scale_std + background if photos else torch.zeros(0, 1, 8, 8)
+    photo = photo_patches(rng, photos, 8) * 16.0 / scale_std + background
     noise = torch.from_numpy(rng.uniform(0.0, 16.0, size=(photos, 1, 8, 8))).float() / scale_std + background
     pad = lambda x: pad_for_rotation(x, scale=scale, fill=background)  # noqa: E731
     return (pad(data.train.x), data.train.y, pad(data.test.x), data.test.y, background, pad(photo), pad(noise))

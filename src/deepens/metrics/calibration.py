@@ -1,0 +1,85 @@
+"""Calibration of predictive distributions, for many ensembles at once: probabilities ``(..., N, C)`` and labels
+``(N,)`` (or ``(..., N)``); every result has the leading shape ``(...)``.
+
+* ``ece`` — Σ_b (n_b/N) |acc_b − conf_b| over ``bins`` equal-width confidence bins (lo, hi] (Guo et al. 2017);
+* ``mce`` — the largest |acc_b − conf_b| over non-empty bins;
+* ``adaptive_ece`` — the same over equal-mass bins (samples sorted by confidence, split into ``bins`` groups of
+  ⌊N/bins⌋ or ⌈N/bins⌉; Nixon et al. 2019);
+* ``classwise_ece`` — (1/C) Σ_c Σ_b (n_cb/N) |freq_cb − conf_cb| with the probability of each class binned
+  (Kull et al. 2019);
+* ``brier`` — mean of Σ_c (p_c − 1[y = c])².
+
+:func:`reliability` gives the per-bin counts, confidences and accuracies a reliability diagram draws.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import DeepensError, check_int
+
+__all__ = ["calibration_metrics", "reliability"]
+
+
+def _inputs(probs, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    p = torch.as_tensor(probs).double()
+    y = torch.as_tensor(labels).long()
+    if p.dim() < 2:
+        raise DeepensError(f"probs: expected (..., samples, classes), got shape {tuple(p.shape)}")
+    if not bool(torch.isfinite(p).all()):
+        raise DeepensError("probs: non-finite values")
+    if y.shape[-1] != p.shape[-2]:
+        raise DeepensError(f"labels: expected {p.shape[-2]} labels, got shape {tuple(y.shape)}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= p.shape[-1]):
+        raise DeepensError(f"labels: expected classes in 0..{p.shape[-1] - 1}")
+    return p, y.expand(p.shape[:-1])
+
+
+def _binned(conf: torch.Tensor, hit: torch.Tensor, index: torch.Tensor, bins: int):
+    """Per-bin counts, confidence sums and hit sums (..., bins)."""
+    shape = (*conf.shape[:-1], bins)
+    count = torch.zeros(shape, dtype=torch.float64).scatter_add_(-1, index, torch.ones_like(conf))
+    conf_sum = torch.zeros(shape, dtype=torch.float64).scatter_add_(-1, index, conf)
+    hit_sum = torch.zeros(shape, dtype=torch.float64).scatter_add_(-1, index, hit)
+    return count, conf_sum, hit_sum
+
+
+def _width_index(conf: torch.Tensor, bins: int) -> torch.Tensor:
+    return torch.clamp(torch.ceil(conf * bins).long() - 1, 0, bins - 1)  # bins (lo, hi]
+
+
+def reliability(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:
+    """Equal-width bins of the top-1 confidence: ``count``, mean ``confidence`` and ``accuracy`` per bin (NaN in
+    empty bins), and the bin ``edges``; shapes (..., bins) and (bins + 1,)."""
+    bins = check_int("bins", bins, minimum=1)
+    p, y = _inputs(probs, labels)
+    conf, pred = p.max(-1)
+    count, conf_sum, hit_sum = _binned(conf, (pred == y).double(), _width_index(conf, bins), bins)
+    safe = count.clamp_min(1)
+    nan = torch.full_like(count, float("nan"))
+    return {"count": count, "confidence": torch.where(count > 0, conf_sum / safe, nan),
+            "accuracy": torch.where(count > 0, hit_sum / safe, nan),
+            "edges": torch.linspace(0, 1, bins + 1, dtype=torch.float64)}
+
+
+def calibration_metrics(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:
+    """``ece``, ``mce``, ``adaptive_ece``, ``classwise_ece`` and ``brier`` (see the module docstring)."""
+    bins = check_int("bins", bins, minimum=1)
+    p, y = _inputs(probs, labels)
+    n, classes = p.shape[-2], p.shape[-1]
+    conf, pred = p.max(-1)
+    hit = (pred == y).double()
+    count, conf_sum, hit_sum = _binned(conf, hit, _width_index(conf, bins), bins)
+    gap = (hit_sum - conf_sum).abs()
+    ece = gap.sum(-1) / n
+    mce = torch.where(count > 0, gap / count.clamp_min(1), torch.zeros_like(gap)).max(-1).values
+    order = torch.argsort(conf, dim=-1, stable=True)  # equal mass: ranks split into `bins` groups
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand_as(order))
+    _, mass_conf, mass_hit = _binned(conf, hit, (rank * bins) // n, bins)
+    adaptive = (mass_hit - mass_conf).abs().sum(-1) / n
+    onehot = torch.nn.functional.one_hot(y, classes).double()
+    pc = p.transpose(-1, -2)  # (..., C, N)
+    _, c_conf, c_hit = _binned(pc, onehot.transpose(-1, -2), _width_index(pc, bins), bins)
+    classwise = (c_hit - c_conf).abs().sum(-1).sum(-1) / (n * classes)
+    brier = (p - onehot).pow(2).sum(-1).mean(-1)
+    return {"ece": ece, "mce": mce, "adaptive_ece": adaptive, "classwise_ece": classwise, "brier": brier}
