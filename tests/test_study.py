@@ -103,6 +103,19 @@ def test_regime_rows_are_the_trainings_they_name_and_the_theory_is_exact(study):
     direct = _ctx().train(ensemble="batch", members=2, modulation="shifted-normal:0", seed=TINY.seed + 1009)
     row = next(r for r in res["rows"] if r["p"] == 0.0 and r["members"] == 2 and r["seed"] == 1)
     assert row["accuracy"] == direct.metrics["test"]["accuracy"]
+    # the uncertainty columns: deepens.metrics on the trained ensemble's test logits and noise inputs
+    from deepens.data import Split, ood_inputs
+    from deepens.metrics import ood_detection, ood_scores, uncertainty_decomposition
+    from deepens.training import predict_logits
+
+    z = predict_logits(direct.model, direct.data.test).double()
+    x = ood_inputs("noise", direct.data, seed=TINY.seed)
+    o = predict_logits(direct.model, Split(x, torch.zeros(len(x), dtype=torch.long))).double()
+    assert row["epistemic"] == pytest.approx(float(uncertainty_decomposition(z, logits=True)["epistemic"].mean()),
+                                             rel=1e-12)
+    mi = ood_detection(ood_scores(z)["neg_mutual_information"], ood_scores(o)["neg_mutual_information"])["auroc"]
+    assert row["ood_auroc_mi"] == pytest.approx(float(mi), abs=1e-12)
+    assert {c["id"] for c in _part(study, "regime")["claims"]} >= {"ee.regime.epistemic"}
     mean = next(r for r in res["mean"] if r["p"] == 0.0 and r["members"] == 2)
     seeds = [r["accuracy"] for r in res["rows"] if r["p"] == 0.0 and r["members"] == 2]
     assert mean["accuracy"] == pytest.approx(sum(seeds) / 2, rel=1e-12) and mean["seeds"] == 2

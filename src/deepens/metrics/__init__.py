@@ -28,25 +28,37 @@ __all__ = ["uncertainty_decomposition", "ood_scores", "ood_detection", "SCORES",
            "risk_coverage", "TemperatureScaler", "ensemble_metrics", "member_probabilities"]
 
 
+def _scores(log_p: torch.Tensor, logits: torch.Tensor) -> tuple[dict, dict]:
+    """Uncertainty parts and OOD scores of ensembles from member log-probabilities and logits (E, M, N, C),
+    computed once (the scores of :func:`ood_scores`)."""
+    p = log_p.exp()
+    parts = uncertainty_decomposition(p, _checked=True)
+    mean_logits = logits.mean(-3)
+    scores = {"max_probability": parts["confidence"], "neg_entropy": -parts["total"],
+              "neg_mutual_information": -parts["epistemic"], "energy": torch.logsumexp(mean_logits, dim=-1),
+              "max_logit": mean_logits.max(-1).values}
+    return parts, scores
+
+
 def _summary(logits: torch.Tensor, labels: torch.Tensor, bins: int, ood: torch.Tensor | None) -> dict:
     """Metrics of ensembles given member logits (E, M, N, C): one value per ensemble."""
     log_p = torch.log_softmax(logits, dim=-1)
     log_mean = torch.logsumexp(log_p, dim=-3) - math.log(logits.shape[-3])  # (E, N, C)
-    probs = log_mean.exp()
+    parts, score_in = _scores(log_p, logits)
+    probs = parts["mean"]
     y = labels.expand(probs.shape[:-1])
     correct = (probs.argmax(-1) == y).double()
-    parts = uncertainty_decomposition(log_p.exp())
     out = {"accuracy": correct.mean(-1), "nll": -log_mean.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1),
            **calibration_metrics(probs, y, bins=bins),
            "aurc": risk_coverage(parts["confidence"], correct)["aurc"]}
     for key in ("total", "aleatoric", "epistemic", "variation_ratio", "disagreement"):
         out[f"{key}_uncertainty" if key in ("total", "aleatoric", "epistemic") else key] = parts[key].mean(-1)
     if ood is not None:
-        score_in, score_out = ood_scores(logits), ood_scores(ood)
+        parts_out, score_out = _scores(torch.log_softmax(ood, dim=-1), ood)
         for name in SCORES:
             for key, value in ood_detection(score_in[name], score_out[name]).items():
                 out[f"ood_{name}_{key}"] = value
-        out["ood_epistemic_uncertainty"] = -score_out["neg_mutual_information"].mean(-1)
+        out["ood_epistemic_uncertainty"] = parts_out["epistemic"].mean(-1)
     return out
 
 

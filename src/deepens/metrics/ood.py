@@ -63,25 +63,26 @@ def ood_detection(score_in, score_out) -> dict[str, torch.Tensor]:
     scores = torch.cat([s_in, s_out], dim=-1)
     positive = torch.cat([torch.ones_like(s_in), torch.zeros_like(s_out)], dim=-1)
 
-    def curves(scores: torch.Tensor, positive: torch.Tensor, n_pos: int, n_neg: int):
-        order = torch.argsort(scores, dim=-1, descending=True, stable=True)
-        s = torch.gather(scores, -1, order)
-        pos = torch.gather(positive, -1, order)
+    order = torch.argsort(scores, dim=-1, descending=True, stable=True)
+    s, pos = torch.gather(scores, -1, order), torch.gather(positive, -1, order)
+    rank = torch.arange(1, scores.shape[-1] + 1, dtype=torch.float64)
+
+    def curves(s: torch.Tensor, pos: torch.Tensor, n_pos: int, n_neg: int):
+        """Recall (TPR), FPR and precision along scores sorted in decreasing order, and the group ends."""
         tp, fp = pos.cumsum(-1), (1 - pos).cumsum(-1)
         ends = torch.ones_like(s, dtype=torch.bool)  # the last position of each group of tied scores
         ends[..., :-1] = s[..., 1:] != s[..., :-1]
-        return tp / n_pos, fp / max(n_neg, 1), tp, ends
+        return tp / n_pos, fp / max(n_neg, 1), tp / rank, ends
 
-    tpr, fpr, tp, ends = curves(scores, positive, n_pos, n_neg)
+    tpr, fpr, precision, ends = curves(s, pos, n_pos, n_neg)
     tpr_prev, fpr_prev = _previous_at_group_ends(tpr, ends), _previous_at_group_ends(fpr, ends)
     auroc = torch.where(ends, (fpr - fpr_prev) * (tpr + tpr_prev) / 2, torch.zeros_like(tpr)).sum(-1)
-    precision = tp / torch.arange(1, scores.shape[-1] + 1, dtype=torch.float64)
     aupr_in = torch.where(ends, (tpr - tpr_prev) * precision, torch.zeros_like(tpr)).sum(-1)
     reached = ends & (tpr >= 0.95 - 1e-12)
     first = torch.argmax(reached.to(torch.int8), dim=-1, keepdim=True)  # the first group end reaching 95 %
     fpr95 = torch.gather(fpr, -1, first).squeeze(-1)
-    r_out, _, tp_out, ends_out = curves(-scores, 1 - positive, n_neg, n_pos)
+    # OOD positive with the score negated: the same order reversed (ties stay groups)
+    r_out, _, precision_out, ends_out = curves(-s.flip(-1), 1 - pos.flip(-1), n_neg, n_pos)
     r_out_prev = _previous_at_group_ends(r_out, ends_out)
-    precision_out = tp_out / torch.arange(1, scores.shape[-1] + 1, dtype=torch.float64)
     aupr_out = torch.where(ends_out, (r_out - r_out_prev) * precision_out, torch.zeros_like(r_out)).sum(-1)
     return {"auroc": auroc, "aupr_in": aupr_in, "aupr_out": aupr_out, "fpr95": fpr95}

@@ -45,11 +45,12 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(p, p).sum(-1)
 
 
-def uncertainty_decomposition(values: torch.Tensor, *, logits: bool = False, temperature: float = 1.0) -> dict:
+def uncertainty_decomposition(values: torch.Tensor, *, logits: bool = False, temperature: float = 1.0,
+                              _checked: bool = False) -> dict:
     """Per-sample ``total``, ``aleatoric``, ``epistemic`` (nats), ``variation_ratio``, ``disagreement`` and
     ``confidence`` (max of p̄) of ensembles given member probabilities ``(..., M, B, C)`` (or logits with
     ``logits=True`` and a ``temperature``); each result has shape ``(..., B)``. ``mean`` holds p̄ ``(..., B, C)``."""
-    p = member_probabilities(values, logits=logits, temperature=temperature)
+    p = values if _checked else member_probabilities(values, logits=logits, temperature=temperature)
     m, classes = p.shape[-3], p.shape[-1]
     mean = p.mean(-3)
     total = _entropy(mean)
