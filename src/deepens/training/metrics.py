@@ -22,14 +22,11 @@ __all__ = ["classification_metrics", "expected_calibration_error", "member_corre
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
     """ECE = Σ_b (n_b / N) |accuracy_b − confidence_b| over equal-width bins (lo, hi] of the top-1
-    confidence (Guo et al. 2017)."""
-    conf, pred = probs.max(dim=-1)
-    correct = (pred == labels).to(probs.dtype)
-    index = torch.clamp(torch.ceil(conf * bins).long() - 1, 0, bins - 1)
-    count = torch.zeros(bins, dtype=probs.dtype, device=probs.device).scatter_add_(0, index, torch.ones_like(conf))
-    conf_sum = torch.zeros_like(count).scatter_add_(0, index, conf)
-    acc_sum = torch.zeros_like(count).scatter_add_(0, index, correct)
-    return float((acc_sum - conf_sum).abs().sum() / conf.numel())
+    confidence (Guo et al. 2017): :func:`deepens.metrics.calibration_metrics`'s, so training, evaluation and the
+    study report one ECE."""
+    from ..metrics import calibration_metrics
+
+    return float(calibration_metrics(probs.detach().cpu(), labels.cpu(), bins=bins)["ece"])
 
 
 def member_correlation(correct: torch.Tensor) -> float:
