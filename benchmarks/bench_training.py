@@ -24,6 +24,41 @@ def _run(args: list[str], device: str) -> tuple[float, dict]:
     return seconds, json.loads(out.stdout)
 
 
+def thread_policy(repeats: int = 2, settle: float = 60.0) -> dict:
+    """The digits training (M = 8 deep MLPs, 5 epochs; the whole command) with --threads auto / 1 / all, on the
+    idle machine and under a competing CPU load the benchmark starts itself (one busy process per core, given
+    ``settle`` seconds for the 1-minute load average — what auto reads — to see it); alternating runs, medians."""
+    import os
+    import statistics
+
+    from deepens.training.threads import usable_cores
+
+    cores = usable_cores()
+    args = [a if a != "60" else "5" for a in DEEP]
+    settings = {"auto": "auto", "1": "1", f"all ({cores})": str(cores)}
+
+    def measure() -> dict:
+        times: dict = {k: [] for k in settings}
+        for _ in range(repeats):
+            for label, value in settings.items():
+                seconds, result = _run([*args, "--threads", value], "cpu")
+                times[label].append((seconds, result.get("threads")))
+        return {k: {"seconds": statistics.median(t for t, _ in v), "threads": v[-1][1]} for k, v in times.items()}
+
+    idle = measure()
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        time.sleep(settle)
+        load = os.getloadavg()[0]
+        loaded = measure()
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    return {"name": "deepens train on digits (M = 8 MLPs, 5 epochs, whole command) by --threads", "cores": cores,
+            "idle": idle, "loaded": loaded, "load_average": load, "competing_processes": cores}
+
+
 def digits_acceptance(device: str = "cpu") -> dict:
     rows = {}
     seconds, result = _run(DEEP, device)

@@ -197,6 +197,17 @@ def render(results: dict) -> str:
             f"{sec['tanh_modulated_200']:.2f} | (reported) |",
             "",
         ]
+    thr_policy = results.get("thread_policy")
+    if thr_policy:
+        lines += [f"### {thr_policy['name']}", "",
+                  f"{thr_policy['cores']} usable cores; the loaded runs compete with "
+                  f"{thr_policy['competing_processes']} busy processes (1-minute load average "
+                  f"{thr_policy['load_average']:.1f} when they start).", "",
+                  "| --threads | idle: s (threads used) | loaded: s (threads used) |", "| --- | ---: | ---: |"]
+        for label in thr_policy["idle"]:
+            i, b = thr_policy["idle"][label], thr_policy["loaded"][label]
+            lines.append(f"| {label} | {i['seconds']:.1f} ({i['threads']}) | {b['seconds']:.1f} ({b['threads']}) |")
+        lines.append("")
     met = results.get("metrics_speed")
     if met:
         lines += [f"### {met['name']}", "",
@@ -313,6 +324,7 @@ def _sections(device: str) -> list[tuple[str, str, object]]:
         ("metrics", "uncertainty metrics", lambda: {"metrics_speed": bench_metrics.metrics_speed()}),
         ("training", "deepens train on digits",
          lambda: {"digits_acceptance": bench_training.digits_acceptance(device)}),
+        ("threads", "thread policy under a competing load", lambda: {"thread_policy": bench_training.thread_policy()}),
         ("memory", "BatchEnsemble memory", lambda: {"batch_memory": bench_ensembles.batch_memory()}),
         ("collegial", "collegial ensembles", lambda: {"collegial_step": bench_design.collegial_train_step(device),
                                                      "ntk_statistics": bench_design.ntk_statistics_speed()}),
@@ -324,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,ntk,analytic,cnn,throughput,cnll,"
-                        "training,memory,collegial (the other sections keep their recorded results)")
+                        "training,threads,metrics,memory,collegial (the other sections keep their recorded results)")
     parser.add_argument("--no-write", action="store_true", help="print results without updating docs/")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -86,6 +86,11 @@ def cmd_study(args: argparse.Namespace) -> int:
                      pool=args.pool, epochs=args.epochs, seed=args.seed, seeds=args.seeds, device=args.device,
                      widths=split_ints("widths", args.widths) if args.widths else None)
     config = StudyConfig.preset_config(preset_of(args), **overrides)
+    import torch
+
+    from ..training.threads import resolve_threads
+
+    torch.set_num_threads(resolve_threads(args.threads))  # this process's analyses; every training takes one
     if args.plan:
         from ..study.plan import plan_study
 
@@ -152,6 +157,9 @@ def add_study(sub) -> None:
                    help="train nothing: list every part's trainings (new / done in the store) and estimate device-"
                         "hours from a short timed calibration run per network shape on --device")
     p.add_argument("--plan-steps", type=int, default=3, help="optimizer steps timed per calibration run (default 3)")
+    p.add_argument("--threads", default="auto", help="torch threads of this process's analyses (kernels, Monte "
+                   "Carlo): a number or auto (default: usable cores minus the machine's load); trainings always use "
+                   "one thread each, in --workers processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print every result as JSON (no progress display)")
     p.set_defaults(func=cmd_study)

@@ -107,6 +107,10 @@ def add_train(sub) -> None:
     p.add_argument("--out", type=Path, help="run directory to write (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="build the ensemble on the data and print its parameter "
                    "counts and forward FLOPs per sample without training or writing anything")
+    p.add_argument("--threads", default="auto", help="torch threads: a number, or auto (default): the usable cores "
+                   "(affinity mask, OMP_NUM_THREADS) minus the machine's load, so a shared machine is not "
+                   "oversubscribed; the count changes the last bits of CPU results, so pass a number to reproduce "
+                   "a run bit for bit elsewhere")
     p.add_argument("--max-memory", help="memory budget of the training, e.g. 8GiB (default: what the device has "
                    "free); a training estimated above it is refused before anything is allocated")
     p.add_argument("--estimate", type=int, nargs="?", const=3, metavar="STEPS",
@@ -173,7 +177,7 @@ def summary(metrics: dict) -> dict:
     keep = [k for k, _, _ in SPLIT_COLUMNS if k != "split"] + ["curve"]
     out = {name: {k: metrics[name][k] for k in keep if k in metrics[name]}
            for name in ("train", "val", "test") if name in metrics}
-    for key in ("params", "seconds", "epochs", "members", "ensemble", "gamma", "run"):
+    for key in ("params", "seconds", "threads", "epochs", "members", "ensemble", "gamma", "run"):
         if key in metrics:
             out[key] = metrics[key]
     return out
@@ -266,7 +270,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise DeepensError("out: give the run directory to write (--out DIR)")
     config = config_from_args(args)
     result = Trainer(config, args.out, progress=False if args.no_progress or args.json else None,
-                     max_memory=args.max_memory).fit(resume=args.resume, overwrite=args.overwrite)
+                     max_memory=args.max_memory, threads=args.threads).fit(resume=args.resume,
+                                                                           overwrite=args.overwrite)
     metrics = {**result.metrics, "run": str(args.out)}
     if args.json:
         print_json(summary(metrics))

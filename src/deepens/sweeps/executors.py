@@ -29,6 +29,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from ..errors import DeepensError
+from ..training.threads import torch_threads
 
 __all__ = ["train_task", "torch_threads", "Outcome", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS"]
 
@@ -75,20 +76,6 @@ def train_run(config, run_dir: str | Path, keep_checkpoints: bool = False):
     if not keep_checkpoints:
         prune_checkpoints(Path(run_dir))
     return result
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int):
-    """Run the block with ``threads`` torch intra-op threads, then restore the previous number: a training's
-    numbers depend on it (the blocking of CPU kernels), so every executor trains a task with the same."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def train_task(config: dict, run_dir: str, threads: int = 1, keep_checkpoints: bool = False) -> Outcome:

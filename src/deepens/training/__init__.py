@@ -51,6 +51,7 @@ def train(
     resume: bool = False,
     progress: bool | None = None,
     max_memory: int | float | str | None = None,
+    threads: int | str | None = None,
     **options,
 ) -> TrainResult:
     """Train an ensemble: ``deepens.train(dataset="digits", ensemble="batch", members=8, epochs=20)``.
@@ -58,11 +59,13 @@ def train(
     ``options`` override fields of ``config`` (a :class:`TrainConfig`; defaults when omitted). With
     ``out`` the run is written to that run directory (and ``resume=True`` continues it). A training whose
     estimated memory (:func:`~deepens.training.memory.training_memory`) exceeds ``max_memory`` (bytes or
-    ``"8GiB"``; default: what the device has free) is refused before anything is allocated.
+    ``"8GiB"``; default: what the device has free) is refused before anything is allocated. ``threads``: torch
+    threads while training, a number or ``"auto"`` (:func:`~deepens.training.threads.resolve_threads`; default:
+    leave the caller's setting).
     """
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise DeepensError(f"train: unknown option(s) {', '.join(unknown)}")
     cfg = TrainConfig(**options) if config is None else dataclasses.replace(config, **options)
-    return Trainer(cfg, out, progress=progress, max_memory=max_memory).fit(resume=resume)
+    return Trainer(cfg, out, progress=progress, max_memory=max_memory, threads=threads).fit(resume=resume)

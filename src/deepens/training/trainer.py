@@ -36,6 +36,7 @@ from .losses import member_losses
 from .memory import check_training_memory
 from .metrics import classification_metrics
 from .schedules import lr_factor
+from .threads import resolve_threads, torch_threads
 
 __all__ = [
     "Trainer",
@@ -233,13 +234,15 @@ class Trainer:
     """Train one ensemble described by a :class:`TrainConfig`, optionally into a run directory."""
 
     def __init__(self, config: TrainConfig, out: str | Path | None = None, *, progress: bool | None = None,
-                 max_memory: int | float | str | None = None):
+                 max_memory: int | float | str | None = None, threads: int | str | None = None):
         self.config = config.validate()
         self.device = resolve_device(config.device)
         self.run = RunDir(out) if out is not None else None
         self.progress = progress
         self.transform = None
         self.max_memory = max_memory  # budget of check_training_memory (default: the device's free memory)
+        # torch threads while training: None keeps the caller's setting; a number or "auto" (resolve_threads)
+        self.threads = None if threads is None else resolve_threads(threads)
 
     # -- public ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -362,6 +365,12 @@ class Trainer:
         return model, parts, batches, gen
 
     def _train(self, model: Ensemble, data: Dataset, resume: bool) -> TrainResult:
+        if self.threads is not None:
+            with torch_threads(self.threads):
+                return self._train_steps(model, data, resume)
+        return self._train_steps(model, data, resume)
+
+    def _train_steps(self, model: Ensemble, data: Dataset, resume: bool) -> TrainResult:
         cfg = self.config
         model, step_parts, batches, gen = self._setup(model, data)
         opt, scaler, forward = step_parts["optimizer"], step_parts["scaler"], step_parts["forward"]
@@ -473,7 +482,8 @@ class Trainer:
             "shared": sum(p.numel() for p in model.shared_parameters()),
             "individual": sum(p.numel() for p in model.individual_parameters()),
         }
-        out.update({"seconds": seconds, "epochs": epoch, "steps": step, "members": cfg.members,
+        out.update({"seconds": seconds, "threads": torch.get_num_threads(), "epochs": epoch, "steps": step,
+                    "members": cfg.members,
                     "ensemble": cfg.ensemble, "gamma": cfg.gamma_value()})
         return out
 
