@@ -216,3 +216,54 @@ def test_deep_ensemble_of_many_members_allocates_no_common_block():
     assert k.common.stride() == (0, 0, 0, 0) and k.individual.shape == (3000, 40, 40)
     assert float(k.cross_member().abs().max()) == 0
     assert torch.allclose(k.same_member(), k.individual.mean(0))
+
+
+@pytest.mark.parametrize("kind", ["batch", "deep", "lld", "mc-dropout", "vectorized", "conv"])
+def test_per_input_jacobians_equal_the_chunk_jacobians(kind):
+    """The vmap recipe (one Jacobian per input) and the chunk method (jacrev on a whole chunk) give the same
+    Jacobians in float64 — common and individual, outputs and loss scalars — so ensemble_ntk's default path,
+    which prefers the former, computes the same kernels."""
+    from deepens.kernels.empirical import _Jacobians, _nll_scalar
+
+    torch.manual_seed(0)
+    mlp = d.MLP(6, [12, 12], 3).double()
+    model = {"batch": lambda: d.BatchEnsemble(mlp, 3, seed=0), "deep": lambda: d.DeepEnsemble(mlp, 3, seed=0),
+             "lld": lambda: d.LastLayerDropout(mlp, 3, seed=0), "mc-dropout": lambda: d.MCDropout(mlp, 3, seed=0),
+             "vectorized": lambda: d.vectorize(mlp, 3, seed=0),
+             "conv": lambda: d.BatchEnsemble(d.ConvNet(1, 3, width=0.0625, pool="avg").double(), 3, seed=0)}[kind]()
+    model = model.double()
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64) if kind == "conv" else torch.randn(5, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (5,))
+    for scalar in (None, _nll_scalar):
+        jacs = _Jacobians(model, scalar)
+        with torch.no_grad():
+            chunk = jacs(x, y if scalar else None)
+            each = jacs.per_sample(x, y if scalar else None)
+        for a, b in zip(chunk[0] + chunk[1], each[0] + each[1], strict=True):
+            assert a.shape == b.shape and torch.allclose(a, b, atol=1e-12), kind
+    assert jacs.vmappable
+
+
+def test_a_network_that_does_not_run_under_vmap_falls_back_to_the_chunk_method():
+    class Item(torch.nn.Module):  # .item() is not allowed under vmap
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.lin(x) * float(x.abs().max().item() > -1)
+
+    from deepens.kernels import ensemble_ntk
+
+    model = Item().double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    k = ensemble_ntk(model, x, method="jacobian", mode="trace").total()
+    jac = torch.func.jacrev(lambda w, b: torch.func.functional_call(model, {"lin.weight": w, "lin.bias": b}, (x,)),
+                            argnums=(0, 1))(model.lin.weight, model.lin.bias)
+    flat = torch.cat([jac[0].reshape(6, 2, -1), jac[1].reshape(6, 2, -1)], -1)
+    assert torch.allclose(k[0, 0], torch.einsum("acp,bcp->ab", flat, flat), atol=1e-12)
+    from deepens.kernels.empirical import _Jacobians
+
+    jacs = _Jacobians(model)
+    jacs.best(x)
+    assert jacs.vmappable is False  # the first failure switched it to the chunk method

@@ -116,12 +116,54 @@ class _Jacobians:
         self.common, self.individual, self.buffers, _, self.m = _split_parameters(model)
         self.f = _member_outputs(model, self.is_ensemble)
         self.scalar_fn = scalar_fn
+        self.vmappable = True  # until per_sample fails for this network
 
     def outputs(self, x: torch.Tensor, extra) -> Callable:
         if self.scalar_fn is None:
             return lambda params, xx: self.f(params, self.buffers, xx)
         return lambda params, xx: self.scalar_fn(self.f(params, self.buffers, xx), extra)  # (M, B, 1)
 
+
+    @torch.no_grad()
+    def best(self, x: torch.Tensor, extra=None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-input Jacobians (:meth:`per_sample`) when the network runs under ``vmap``, else the chunk method;
+        the first failure switches this object to the chunk method for good."""
+        if self.vmappable:
+            try:
+                return self.per_sample(x, extra)
+            except (RuntimeError, NotImplementedError, ValueError, TypeError):
+                self.vmappable = False
+        return self(x, extra)
+
+    def per_sample(self, x: torch.Tensor, extra=None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The Jacobians of :meth:`__call__` from one Jacobian per input, vectorised over the inputs with
+        ``vmap`` (the torch.func recipe): each input's cotangents go back through that input alone, where the
+        chunk method sends all of a chunk's cotangents through the whole chunk. Raises when the network does
+        not run under ``vmap``."""
+        from torch.func import vmap
+
+        scalar_fn, f, buffers = self.scalar_fn, self.f, self.buffers
+
+        def single(params: dict, xb: torch.Tensor, eb) -> torch.Tensor:  # (M, C) for one input
+            out = f(params, buffers, xb.unsqueeze(0))
+            if scalar_fn is not None:
+                out = scalar_fn(out, eb.unsqueeze(0))
+            return out[:, 0]
+
+        dims = (0, None if extra is None else 0)
+        common: list[torch.Tensor] = []
+        individual: list[torch.Tensor] = []
+        if self.common:
+            jac = vmap(lambda xb, eb: jacrev(lambda p: single({**p, **self.individual}, xb, eb))(self.common),
+                       in_dims=dims)(x, extra)
+            common = [jac[n].reshape(*jac[n].shape[:3], -1).transpose(0, 1) for n in self.common]  # (M, B, C, P)
+        if self.individual:
+            jac = vmap(lambda xb, eb: jacrev(lambda p: single({**self.common, **p}, xb, eb).sum(0))(self.individual),
+                       in_dims=dims)(x, extra)
+            for n in self.individual:
+                j = jac[n].reshape(*jac[n].shape[:3], -1)  # (B, C, M, P)
+                individual.append(j.permute(2, 0, 1, 3))  # (M, B, C, P)
+        return common, individual
 
     @torch.no_grad()  # torch.func still differentiates inside; no autograd graph is kept around the result
     def __call__(self, x: torch.Tensor, extra=None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -215,17 +257,18 @@ def _kernel(
     itemsize = torch.finfo(dtype).bits // 8
     # per input: the common Jacobian (M, C, P_com) and the individual one (C, M·P_ind)
     per_input = max(c * (m * jacs.n_common + m * jacs.n_individual), 1) * itemsize
-    # jacrev back-propagates every one-hot cotangent through the whole chunk, so its cost per input grows
-    # with the chunk, while tiny chunks make the contractions inefficient: 8 inputs by default (measured);
-    # the panel of kept chunks fills half the budget
-    size = chunk_size or max(1, min(8, int(max_bytes / 2 // per_input)))
+    # per-input Jacobians (vmap over the inputs) cost the same per input whatever the chunk, so chunks are as
+    # large as the budget allows (64 at most); the fallback (jacrev on a whole chunk, for networks that do not
+    # run under vmap) sends every cotangent through the whole chunk, so its chunks stay at 8 (measured); the
+    # panel of kept chunks fills half the budget
+    size = chunk_size or max(1, min(64 if jacs.vmappable else 8, int(max_bytes / 2 // per_input)))
     panel = max(1, int(max_bytes / 2 // (per_input * size)))
     tail = {"trace": (), "full": (c, c), "diagonal": (c,)}[mode]
     common = _common_zeros(bool(jacs.common), (m, m, n1, n2) + tail, dtype, x1.device)
     individual = torch.zeros((m, n1, n2) + tail, dtype=dtype, device=x1.device)
 
     def jac(x: torch.Tensor, extra, s: slice):
-        return jacs(x[s], None if extra is None else extra[s])
+        return jacs.best(x[s], None if extra is None else extra[s])
 
     chunks1 = list(_chunks(n1, size))
     chunks2 = list(_chunks(n2, size))
