@@ -227,9 +227,11 @@ def _regime_run(cfg: StudyConfig, ctx) -> dict:
 
 def _regime_plot(record: dict, folder: Path) -> list[Path]:
     rows, theory = record["results"]["mean"], {t["p"]: t for t in record["results"]["theory"]}
-    fig, ax = axes(4)
     keys = [("accuracy", "ensemble test accuracy"), ("member_accuracy", "mean member test accuracy"),
             ("train_member_accuracy", "mean member train accuracy"), ("correlation", "member correlation (test)")]
+    if any(r.get("epistemic") is not None for r in rows):  # records written before the uncertainty columns lack them
+        keys += [("epistemic", "epistemic uncertainty (test MI, nats)"), ("ood_auroc_mi", "noise AUROC by −MI")]
+    fig, ax = axes(len(keys))
     cmap = pyplot().get_cmap("viridis")
     ps = sorted(theory)
     for i, p in enumerate(ps):
