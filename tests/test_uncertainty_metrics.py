@@ -261,3 +261,14 @@ def test_cli_evaluate_reports_uncertainty_ood_and_a_saved_temperature(tmp_path, 
         assert (tmp_path / "report" / name).stat().st_size > 1000 or name == "report.html"
     code, out, err = cli(["evaluate", run, "--ood", "nosie"])
     assert code == 2 and "ood: expected one of" in err
+
+
+def test_the_ece_alone_is_calibration_metrics_ece_and_trainings_ece():
+    from deepens.metrics.calibration import expected_calibration_error
+    from deepens.training.metrics import expected_calibration_error as training_ece
+
+    rng = np.random.default_rng(6)
+    p = torch.softmax(torch.tensor(rng.normal(size=(3, 200, 4)) * 2), -1)
+    y = torch.tensor(rng.integers(0, 4, 200))
+    assert torch.equal(expected_calibration_error(p, y), calibration_metrics(p, y)["ece"])
+    assert training_ece(p[1], y) == float(calibration_metrics(p[1], y)["ece"])

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import DeepensError, check_int
 
-__all__ = ["calibration_metrics", "reliability"]
+__all__ = ["calibration_metrics", "reliability", "expected_calibration_error"]
 
 
 def _inputs(probs, labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +60,15 @@ def reliability(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:
     return {"count": count, "confidence": torch.where(count > 0, conf_sum / safe, nan),
             "accuracy": torch.where(count > 0, hit_sum / safe, nan),
             "edges": torch.linspace(0, 1, bins + 1, dtype=torch.float64)}
+
+
+def expected_calibration_error(probs, labels, *, bins: int = 15) -> torch.Tensor:
+    """ECE alone (the ``ece`` of :func:`calibration_metrics`, without the other metrics' work)."""
+    bins = check_int("bins", bins, minimum=1)
+    p, y = _inputs(probs, labels)
+    conf, pred = p.max(-1)
+    _, conf_sum, hit_sum = _binned(conf, (pred == y).double(), _width_index(conf, bins), bins)
+    return (hit_sum - conf_sum).abs().sum(-1) / p.shape[-2]
 
 
 def calibration_metrics(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:

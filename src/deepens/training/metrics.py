@@ -24,9 +24,9 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     """ECE = Σ_b (n_b / N) |accuracy_b − confidence_b| over equal-width bins (lo, hi] of the top-1
     confidence (Guo et al. 2017): :func:`deepens.metrics.calibration_metrics`'s, so training, evaluation and the
     study report one ECE."""
-    from ..metrics import calibration_metrics
+    from ..metrics.calibration import expected_calibration_error as ece
 
-    return float(calibration_metrics(probs.detach().cpu(), labels.cpu(), bins=bins)["ece"])
+    return float(ece(probs.detach().cpu(), labels.cpu(), bins=bins))
 
 
 def member_correlation(correct: torch.Tensor) -> float:
