@@ -318,10 +318,7 @@ class Trainer:
                 except StopIteration:
                     batch_iter = iter(batches.epoch())
                     x, y = next(batch_iter)
-                if self.transform is not None:
-                    x, y = self.transform(x, y, gen)
-                if cfg.channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x, y = self._prepared(x, y, gen)
                 _synchronize(self.device)
                 started = time.perf_counter()
                 training_step(model, x=x, y=y, **step_parts)
@@ -347,6 +344,15 @@ class Trainer:
                 "eval_seconds_per_sample": eval_rate, "evaluated_samples": evaluated,
                 "val_samples": len(data.val), "final_samples": len(data.train) + len(data.val) + len(data.test),
                 "seconds": per_step * per_epoch * cfg.epochs + eval_rate * evaluated}
+
+    def _prepared(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch as the step takes it: augmented (from the run's generator), channels-last when asked
+        for (a shared image batch; per-member ones are 5-D)."""
+        if self.transform is not None:
+            x, y = self.transform(x, y, gen)
+        if self.config.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
 
     def _setup(self, model: Ensemble, data: Dataset):
         """The model in its memory format, the keyword arguments of :func:`training_step` (optimizer, loss, γ
@@ -400,16 +406,13 @@ class Trainer:
                 correct = torch.zeros(cfg.members, dtype=torch.float64, device=self.device)
                 seen = 0
                 for i, (x, y) in enumerate(batches.epoch()):
-                    if self.transform is not None:
-                        x, y = self.transform(x, y, gen)
+                    x, y = self._prepared(x, y, gen)
                     factor = lr_factor(cfg.schedule, epoch + i / steps, cfg.epochs, lr=cfg.lr,
                                        step_size=cfg.step_size, step_factor=cfg.step_factor,
                                        decay_start=cfg.decay_start, final_lr=cfg.final_lr,
                                        milestones=cfg.milestones or ())
                     for group in opt.param_groups:
                         group["lr"] = group["base_lr"] * factor
-                    if cfg.channels_last and x.dim() == 4:  # a shared image batch (per-member ones are 5-D)
-                        x = x.contiguous(memory_format=torch.channels_last)
                     try:
                         losses, out = training_step(model, opt, x, y, loss=cfg.loss, gamma_scale=gamma_scale,
                                                     shared=shared, amp=cfg.amp, scaler=scaler, forward=forward)
