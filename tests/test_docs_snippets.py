@@ -49,3 +49,15 @@ def test_the_study_pages_are_rendered_from_the_committed_run_record():
     assert (ROOT / "docs" / "study.md").read_text() == text
     readme = (ROOT / "README.md").read_text()
     assert readme[readme.index(study_docs.BEGIN): readme.index(study_docs.END) + len(study_docs.END)] == table
+
+
+def test_the_readme_counts_the_claims_the_study_declares():
+    from deepens.study import PARTS
+
+    readme = (ROOT / "README.md").read_text()
+    declared = sum(len(p.claims) for p in PARTS.values())
+    assert f"tests {declared} claims of the four papers" in readme
+    record = (ROOT / "docs" / "study-record.json").read_text()
+    import json
+
+    assert len(json.loads(record)["claims"]) == declared  # the committed run has every claim
