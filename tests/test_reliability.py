@@ -70,6 +70,8 @@ def _nan_csv(tmp: Path) -> None:
 CASES = [
     ("more members than memory", ["train", "--dataset", "digits", "--members", "100000000", "--out", "TMP/out"],
      None, ["members: this training needs about", "available", "fit"]),
+    ("a dry run of more members than memory", ["train", "--dataset", "digits", "--members", "100000000",
+                                                "--dry-run"], None, ["members: this training needs about"]),
     ("a memory budget that is not a size", ["train", "--dataset", "digits", "--max-memory", "lots", "--out",
                                             "TMP/out"], None, ["memory: expected bytes or a size"]),
     ("CIFAR without its files", ["train", "--dataset", "cifar10", "--out", "TMP/out"], None,

@@ -197,16 +197,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 600 else f"{seconds / 3600:.2f} h"
 
 
-def dry_run(config: TrainConfig) -> dict:
-    """Parameters (total, shared, individual, one reference network) and forward FLOPs per sample (one member,
-    the whole ensemble) of the ensemble ``config`` builds, on its data's input shape."""
+def dry_run(config: TrainConfig, max_memory=None) -> dict:
+    """Parameters (total, shared, individual, one reference network), forward FLOPs per sample (one member,
+    the whole ensemble) and the memory estimate of the ensemble ``config`` builds, on its data's input shape; an
+    ensemble that would not fit in memory is refused (with the estimate) before it is built."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..training.build import build_ensemble, build_reference
+    from ..training.memory import check_training_memory
     from ..training.trainer import load_data
 
     config.validate()
     data = load_data(config, torch.device("cpu"))
+    memory = check_training_memory(config, data, "cpu", max_memory)
     model = build_ensemble(config, data)
     reference = build_reference(config, data)
     x = data.train.x[:1]
@@ -226,6 +229,7 @@ def dry_run(config: TrainConfig) -> dict:
                        "individual": count(model.individual_parameters()),
                        "reference_network": count(reference.parameters())},
         "flops_per_sample": {"reference_network": flops(reference), "ensemble": flops(model)},
+        "memory": memory,
     }
 
 
@@ -237,11 +241,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise DeepensError(f"estimate: expected a number of steps >= 1, got {args.estimate}")
         args.out = args.out or Path(".")
         config = config_from_args(args)
-        report = dry_run(config)
-        from ..training.memory import training_memory
-        from ..training.trainer import load_data
-
-        report["memory"] = training_memory(config, load_data(config, torch.device("cpu")))
+        report = dry_run(config, args.max_memory)
         if args.estimate is not None:
             report["estimate"] = Trainer(config, progress=False).estimate(steps=args.estimate)
         if args.json:
