@@ -304,6 +304,7 @@ class Trainer:
         steps = check_int("steps", steps, minimum=1)
         warmup = check_int("warmup", warmup, minimum=0)
         data, self.transform = load_data(cfg, self.device, with_transform=True)
+        check_training_memory(cfg, data, self.device, self.max_memory)  # a training that cannot fit is not timed
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.seed)
