@@ -312,11 +312,13 @@ UNCERTAINTY_ROWS = ("accuracy", "nll", "ece", "adaptive_ece", "classwise_ece", "
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..training.evaluation import evaluate_uncertainty
+    from ..training.trainer import load_run
 
-    metrics = evaluate_run(args.run, device=args.device)
+    loaded = load_run(args.run, args.device)  # once, for both evaluations
+    metrics = evaluate_run(args.run, device=args.device, loaded=loaded)
     uncertainty = evaluate_uncertainty(args.run, ood=args.ood, calibrate=args.calibrate,
                                        temperature=args.temperature, data_dir=args.data_dir, device=args.device,
-                                       seed=args.seed, report=args.report)
+                                       seed=args.seed, report=args.report, loaded=loaded)
     if args.json:
         out = summary(metrics)
         if "checkpoint_epoch" in metrics:

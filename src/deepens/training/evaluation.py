@@ -29,15 +29,16 @@ def _floats(d: dict) -> dict:
 
 def evaluate_uncertainty(path: str | Path, *, ood: Sequence[str] = (), calibrate: str | None = None,
                          temperature: str = "before", data_dir: str | None = None, device: str = "cpu",
-                         seed: int = 0, report: str | Path | None = None, bins: int = 15) -> dict:
+                         seed: int = 0, report: str | Path | None = None, bins: int = 15, loaded=None) -> dict:
     """Returns ``{"test": {ensemble metrics..., "member": {...}}, "ood": {name: {...}}, "calibration": {...}}``.
 
     ``ood``: OOD sets (``noise``, ``shuffled``, ``photos`` or an image dataset name); for each, every score's
     AUROC / AUPR-in / AUPR-out / FPR95 for the ensemble and its mean member, and the mean epistemic uncertainty
     in and out. ``calibrate``: a split (``val``) to fit a :class:`~deepens.metrics.TemperatureScaler` on (mode
     ``temperature``); it is saved as ``temperature.json`` in the run and the test metrics are reported before
-    and after it. ``report``: a folder for report.html and its PNGs."""
-    config, data, model = load_run(path, device)
+    and after it. ``report``: a folder for report.html and its PNGs. ``loaded``: what :func:`load_run` returned
+    for ``path``, when the caller has it."""
+    config, data, model = loaded if loaded is not None else load_run(path, device)
     test_logits = predict_logits(model, data.test).double().cpu()
     labels = data.test.y.cpu()
     result: dict = {"run": str(path), "test": _floats(ensemble_metrics(test_logits, labels, bins=bins)), "ood": {}}

@@ -608,10 +608,11 @@ def load_run(path: str | Path, device: str = "cpu") -> tuple[TrainConfig, Datase
     return config, data, model
 
 
-def evaluate_run(path: str | Path, device: str = "cpu", batch_size: int = 1024) -> dict:
+def evaluate_run(path: str | Path, device: str = "cpu", batch_size: int = 1024, *, loaded=None) -> dict:
     """Rebuild a run's ensemble from its config and weights and evaluate it on every split (an unfinished run:
-    its last checkpoint, with ``checkpoint_epoch`` in the result)."""
-    config, data, model = load_run(path, device)
+    its last checkpoint, with ``checkpoint_epoch`` in the result). ``loaded``: what :func:`load_run` returned for
+    ``path``, when the caller has it."""
+    config, data, model = loaded if loaded is not None else load_run(path, device)
     result = {}
     for name in ("train", "val", "test"):
         split = data.split(name)
