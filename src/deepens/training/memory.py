@@ -123,11 +123,14 @@ def _gib(n: float) -> str:
 def check_training_memory(config: TrainConfig, data: Dataset, device: torch.device | str,
                           max_memory: int | float | str | None = None) -> dict:
     """The estimate of :func:`training_memory`, refused with a :class:`DeepensError` (naming ``members`` and the
-    estimate) when it exceeds ``max_memory`` or, without one, the memory available on ``device``."""
+    estimate) when it exceeds ``max_memory`` or, without one, the memory available on ``device`` (which the
+    already loaded data no longer counts in, so the data is left out of that comparison)."""
     estimate = training_memory(config, data)
     budget = parse_memory(max_memory) if max_memory is not None else available_memory(device)
     estimate["budget"] = budget
-    if budget is not None and estimate["total"] > budget:
+    # the data is loaded (on the device) by the time this runs: the free memory no longer includes it
+    needed = estimate["total"] - (estimate["data"] if max_memory is None else 0.0)
+    if budget is not None and needed > budget:
         parts = ", ".join(f"{k} {_gib(estimate[k])}" for k in ("parameters", "gradients", "optimizer", "activations",
                                                                  "data") if estimate[k] >= 0.05 * estimate["total"])
         fit = int(max(0, (budget - (estimate["total"] - config.members * estimate["per_member"]))
