@@ -19,7 +19,7 @@ import torch
 
 from ..errors import DeepensError, check_int
 from .calibration import calibration_metrics, reliability
-from .ood import SCORES, ood_detection, ood_scores
+from .ood import SCORES, ood_detection, ood_scores, scores_from
 from .selective import risk_coverage
 from .temperature import TemperatureScaler
 from .uncertainty import member_probabilities, uncertainty_decomposition
@@ -31,13 +31,8 @@ __all__ = ["uncertainty_decomposition", "ood_scores", "ood_detection", "SCORES",
 def _scores(log_p: torch.Tensor, logits: torch.Tensor) -> tuple[dict, dict]:
     """Uncertainty parts and OOD scores of ensembles from member log-probabilities and logits (E, M, N, C),
     computed once (the scores of :func:`ood_scores`)."""
-    p = log_p.exp()
-    parts = uncertainty_decomposition(p, _checked=True)
-    mean_logits = logits.mean(-3)
-    scores = {"max_probability": parts["confidence"], "neg_entropy": -parts["total"],
-              "neg_mutual_information": -parts["epistemic"], "energy": torch.logsumexp(mean_logits, dim=-1),
-              "max_logit": mean_logits.max(-1).values}
-    return parts, scores
+    parts = uncertainty_decomposition(log_p.exp(), _checked=True)
+    return parts, scores_from(parts, logits)
 
 
 def _summary(logits: torch.Tensor, labels: torch.Tensor, bins: int, ood: torch.Tensor | None) -> dict:

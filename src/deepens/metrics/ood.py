@@ -30,10 +30,17 @@ def ood_scores(logits: torch.Tensor, *, temperature: float = 1.0) -> dict[str, t
     z = torch.as_tensor(logits)
     t = check_real("temperature", temperature, low=0.0, low_open=True)
     parts = uncertainty_decomposition(member_probabilities(z, logits=True, temperature=t))
-    mean_logits = z.double().mean(-3)
+    return scores_from(parts, z.double(), t)
+
+
+def scores_from(parts: dict, logits: torch.Tensor, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+    """The scores of :data:`SCORES` from an :func:`uncertainty_decomposition` of member probabilities and the
+    member logits ``(..., M, B, C)`` (float64) they came from."""
+    mean_logits = logits.mean(-3)
     return {"max_probability": parts["confidence"], "neg_entropy": -parts["total"],
             "neg_mutual_information": -parts["epistemic"],
-            "energy": t * torch.logsumexp(mean_logits / t, dim=-1), "max_logit": mean_logits.max(-1).values}
+            "energy": temperature * torch.logsumexp(mean_logits / temperature, dim=-1),
+            "max_logit": mean_logits.max(-1).values}
 
 
 def _check(name: str, x) -> torch.Tensor:
