@@ -266,12 +266,8 @@ class Trainer:
                     "it again from scratch, or choose another --out"
                 )
             if self.run.exists() and resume:
-                self.changes = self._check_same_config(TrainConfig.from_dict(self.run.read_config()))
-                if self.changes and self.run.is_finished():
-                    details = ", ".join(f"{k} (run: {a!r}, given: {b!r})" for k, (a, b) in self.changes.items())
-                    raise DeepensError(f"resume: the options differ from the run being resumed: {details}; the run "
-                                       "is finished, so there is nothing to continue with them: --overwrite trains "
-                                       "it again from scratch")
+                self.changes = self._check_same_config(TrainConfig.from_dict(self.run.read_config()),
+                                                       finished=self.run.is_finished())
         finished = self.run is not None and resume and self.run.is_finished()
         try:
             data, self.transform = load_data(cfg, self.device, with_transform=True)
@@ -504,17 +500,19 @@ class Trainer:
                         "another --out)")
         return f"training diverged {where}: {what} (try a smaller --lr){keep}"
 
-    def _check_same_config(self, stored: TrainConfig) -> dict:
+    def _check_same_config(self, stored: TrainConfig, finished: bool = False) -> dict:
         """The learning-rate options that change on this resumption ({name: (run's, given)}); any other difference
-        (outside :data:`RESUMABLE_CHANGES`) is refused."""
-        free = RESUMABLE_CHANGES | LR_CHANGES
+        (outside :data:`RESUMABLE_CHANGES`), or any difference at all for a finished run (nothing to continue), is
+        refused."""
+        free = RESUMABLE_CHANGES if finished else RESUMABLE_CHANGES | LR_CHANGES
         mine, theirs = self.config.canonical(), stored.canonical()  # equal trainings spelled differently pass
         diff = [k for k in mine if k not in free and mine[k] != theirs.get(k)]
         if diff:
             details = ", ".join(f"{k} (run: {theirs.get(k)!r}, given: {mine[k]!r})" for k in diff)
-            raise DeepensError(f"resume: the options differ from the run being resumed: {details} (only "
-                               f"{', '.join(sorted(LR_CHANGES))} may change when resuming; --overwrite trains "
-                               "again from scratch)")
+            why = ("the run is finished, so there is nothing to continue with them" if finished else
+                   f"only {', '.join(sorted(LR_CHANGES))} may change when resuming")
+            raise DeepensError(f"resume: the options differ from the run being resumed: {details} ({why}; "
+                               "--overwrite trains again from scratch)")
         return {k: (theirs.get(k), mine[k]) for k in sorted(LR_CHANGES) if mine.get(k) != theirs.get(k)}
 
     def _bar_disabled(self) -> bool | None:
