@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from ..errors import DeepensError, check_int
-from ..layers.members import MemberContext
+from ..layers.activations import is_activation_module
+from ..layers.members import MemberContext, StackedConv
+from ..layers.recompute import lean
 
 __all__ = ["Ensemble"]
 
@@ -34,11 +36,40 @@ class Ensemble(nn.Module):
     """
 
     kind = "ensemble"
+    #: Lean training memory (``deepens.layers.recompute``): while gradients are recorded, activations that are
+    #: cheap to recompute (modulated copies, re-laid-out batches, tiled inputs) are recomputed in the backward
+    #: pass instead of kept; outputs and gradients are bit-for-bit the same. ``"auto"`` (the default) is lean for
+    #: networks with convolutions or a folded input of at least 2^20 numbers — where activations weigh — and
+    #: plain for small dense networks, where the bookkeeping would cost more time than the memory is worth;
+    #: True / False force it on or off for an instance.
+    lean: bool | str = "auto"
 
     def __init__(self, members: int) -> None:
         super().__init__()
         self.ctx = MemberContext(check_int("members", members, minimum=1))
         self.sample_shape: tuple[int | None, ...] | None = None
+
+    def _activation_modules(self) -> list[nn.Module]:
+        return self._structure()[0]
+
+    def _structure(self) -> tuple[list[nn.Module], bool]:
+        """(the activation modules, whether the network convolves), read once."""
+        cached = self.__dict__.get("_lean_structure")
+        if cached is None:
+            modules = list(self.modules())
+            cached = ([m for m in modules if is_activation_module(m)],
+                      any(isinstance(m, (nn.modules.conv._ConvNd, StackedConv)) for m in modules))
+            self.__dict__["_lean_structure"] = cached
+        return cached
+
+    def _lean_now(self, x: torch.Tensor) -> bool:
+        if self.lean is True or self.lean is False:
+            return self.lean and torch.is_grad_enabled()
+        if self.lean != "auto":
+            raise DeepensError(f"lean: expected True, False or 'auto', got {self.lean!r}")
+        if not torch.is_grad_enabled():
+            return False
+        return self._structure()[1] or x.numel() * (self.members if self.ctx.shared else 1) >= 2**20
 
     # -- members -----------------------------------------------------------------------------------
     @property
@@ -131,7 +162,11 @@ class Ensemble(nn.Module):
             folded = x
         self.ctx.shared = not per_member
         try:
-            out = self._forward(folded)
+            if self._lean_now(folded):
+                with lean(self._activation_modules()):
+                    out = self._forward(folded)
+            else:
+                out = self._forward(folded)
         finally:
             self.ctx.shared = False
         return out.reshape((m, batch) + tuple(out.shape[1:]))

@@ -36,6 +36,7 @@ class VectorizedEnsemble(Ensemble):
     """
 
     kind = "vectorized"
+    lean = False  # its forward runs under torch.func.vmap, where saved-tensor hooks are not supported
 
     def __init__(self, modules: Sequence[nn.Module]) -> None:
         check_same_structure(modules)

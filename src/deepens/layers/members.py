@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from ..errors import DeepensError
 from .distributions import Distribution
 from .parameterized import scaled_bias, scaled_weight
+from .recompute import remember
 
 __all__ = ["MemberContext", "StackedLinear", "StackedConv", "StackedBatchNorm", "SharedBatchNorm", "Modulation",
            "Tile", "ModulatedReadout"]
@@ -52,6 +53,24 @@ def _same(name: str, values: Sequence) -> object:
 
 def _stack(tensors: Sequence[torch.Tensor]) -> nn.Parameter:
     return nn.Parameter(torch.stack([t.detach() for t in tensors]).clone())
+
+
+def _modulate(x: torch.Tensor, u: torch.Tensor, feature_dim: int) -> torch.Tensor:
+    """u_α ⊙ x on the folded batch (member-major), features on ``feature_dim``; a contiguous (M, ...) product."""
+    m, c = u.shape
+    if feature_dim == -1:
+        return x.reshape(m, -1, c) * u.unsqueeze(1)
+    return x.reshape(m, -1, c, math.prod(x.shape[2:])) * u[:, None, :, None]
+
+
+def _tile(x: torch.Tensor, m: int) -> torch.Tensor:
+    return x.unsqueeze(0).expand((m,) + tuple(x.shape)).reshape((m * x.shape[0],) + tuple(x.shape[1:]))
+
+
+def _batch_major(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Folded member-major (M·B, C, ...) → (B, M·C, ...), the layout of grouped convolutions and norms."""
+    batch, c, spatial = x.shape[0] // m, x.shape[1], tuple(x.shape[2:])
+    return x.reshape((m, batch, c) + spatial).transpose(0, 1).reshape((batch, m * c) + spatial)
 
 
 class _Stacked(nn.Module):
@@ -184,8 +203,6 @@ class StackedConv(_Stacked):
         if self._circular is not None:  # as nn.Conv*d does: pad the input circularly, then a valid convolution
             x = F.pad(x, self._circular, mode="circular")
             padding = 0
-        c_in = x.shape[1]
-        spatial = tuple(x.shape[2:])
         if self.entry and self.ctx.shared:
             batch = x.shape[0]
             if self.groups == 1:
@@ -195,7 +212,7 @@ class StackedConv(_Stacked):
                 y = conv(xs, w, b, self.stride, padding, self.dilation, m * self.groups)
         else:
             batch = x.shape[0] // m
-            xs = x.reshape((m, batch, c_in) + spatial).transpose(0, 1).reshape((batch, m * c_in) + spatial)
+            xs = remember(_batch_major(x, m), _batch_major, x, m)
             y = conv(xs, w, b, self.stride, padding, self.dilation, m * self.groups)
         out_spatial = tuple(y.shape[2:])
         y = y.reshape((batch, m, c_out) + out_spatial).transpose(0, 1)
@@ -263,7 +280,7 @@ class StackedBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.members
         batch, c, spatial = x.shape[0] // m, x.shape[1], tuple(x.shape[2:])
-        xs = x.reshape((m, batch, c) + spatial).transpose(0, 1).reshape((batch, m * c) + spatial)
+        xs = remember(_batch_major(x, m), _batch_major, x, m)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
@@ -322,7 +339,7 @@ class SharedBatchNorm(nn.Module):
                                 self.running_var if not self.training or self.track_running_stats else None,
                                 self.weight, self.bias, use_batch, factor, self.eps)
         batch, c, spatial = x.shape[0] // m, x.shape[1], tuple(x.shape[2:])
-        xs = x.reshape((m, batch, c) + spatial).transpose(0, 1).reshape((batch, m * c) + spatial)
+        xs = remember(_batch_major(x, m), _batch_major, x, m)
         running = self.track_running_stats and self.running_mean is not None
         mean = self.running_mean.repeat(m) if running else None
         var = self.running_var.repeat(m) if running else None
@@ -407,13 +424,7 @@ class Modulation(nn.Module):
         if self.resample:
             self.redraw()
         u = self.values
-        m, c = u.shape
-        if self.feature_dim == -1:
-            y = x.reshape(m, -1, c) * u.unsqueeze(1)
-        else:
-            rest = math.prod(x.shape[2:])
-            y = x.reshape(m, -1, c, rest) * u[:, None, :, None]
-        return y.reshape(x.shape)
+        return remember(_modulate(x, u, self.feature_dim), _modulate, x, u, self.feature_dim).reshape(x.shape)
 
     def extra_repr(self) -> str:
         spec = self.distribution.spec if self.distribution is not None else "given"
@@ -434,7 +445,14 @@ class Tile(nn.Module):
         if not self.ctx.shared:
             return x
         m = self.ctx.members
-        return x.unsqueeze(0).expand((m,) + tuple(x.shape)).reshape((m * x.shape[0],) + tuple(x.shape[1:]))
+        return remember(_tile(x, m), _tile, x, m)
+
+
+def _masked_rows(phi: torch.Tensor, u: torch.Tensor, groups: int) -> torch.Tensor:
+    """Every member's masked features φ ⊙ u_α, member-major rows (M·B', N); ``groups`` is 1 for features shared by
+    the members, M for per-member features."""
+    n = u.shape[1]
+    return (phi.reshape(groups, -1, n) * u.unsqueeze(1)).reshape(-1, n)
 
 
 class ModulatedReadout(nn.Module):
@@ -489,8 +507,8 @@ class ModulatedReadout(nn.Module):
         if self.ctx.shared:
             # masked features of every member, member-major (M·B', N), then one GEMM for all heads
             lead = phi.shape[:-1]
-            rows = (phi.reshape(1, -1, n) * u.unsqueeze(1)).reshape(-1, n)
+            rows = remember(_masked_rows(phi, u, 1), _masked_rows, phi, u, 1)
             y = F.linear(rows, w, b)
             return y.reshape((m * lead[0],) + tuple(lead[1:]) + (w.shape[0],))
-        rows = (phi.reshape(m, -1, n) * u.unsqueeze(1)).reshape(-1, n)
+        rows = remember(_masked_rows(phi, u, m), _masked_rows, phi, u, m)
         return F.linear(rows, w, b).reshape(phi.shape[:-1] + (w.shape[0],))

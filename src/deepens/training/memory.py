@@ -5,7 +5,8 @@ Everything an ensemble holds grows linearly in its number of members M (stacked 
 batch norms, activations of M members), so the estimate builds the same ensemble with 1 and with 2 members — the
 real modules, small whatever M is — and extrapolates: parameters, buffers, and the bytes autograd saves for the
 backward pass of one training step (measured with ``torch.autograd.graph.saved_tensors_hooks`` on a batch of
-at most 8 samples, in the run's precision, then scaled to the batch size). Gradients take one copy of the
+at most 8 samples, in the run's precision, then scaled to the batch size; what a lean forward recomputes instead
+of keeping is not counted, see :mod:`deepens.layers.recompute`). Gradients take one copy of the
 parameters, SGD with momentum one more, Adam two; the dataset lies on the training device.
 """
 
@@ -57,6 +58,7 @@ def _footprint(config: TrainConfig, data: Dataset, members: int, batch: int) -> 
                 saved += storage.nbytes()
             return t
 
+        pack.deepens_compose = True  # count what a lean forward keeps (deepens.layers.recompute), as training does
         amp = torch.autocast("cpu", dtype=torch.bfloat16) if config.amp else nullcontext()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp:
             out = model(x, per_member=y.dim() == 2)

@@ -1,0 +1,187 @@
+"""Lean training memory (deepens.layers.recompute): the tensors a lean forward recomputes instead of keeping give
+bit-for-bit the outputs, gradients and batch-norm buffers of the plain forward, for every ensemble kind, in float64
+and under autocast, through double backward, and the forward keeps fewer bytes; refusals and fallbacks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import deepens as d
+from deepens.errors import DeepensError
+from deepens.layers.recompute import lean, remember
+
+
+def _cnn(bn: bool = False, act=nn.ReLU) -> nn.Module:
+    layers, c = [], 3
+    for out in (8, 16):
+        layers += [nn.Conv2d(c, out, 3, padding=1)] + ([nn.BatchNorm2d(out)] if bn else []) + [act()]
+        c = out
+    return nn.Sequential(*layers, nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 4 * 4, 5))
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 5))
+
+
+CASES = {
+    "deep": lambda: d.DeepEnsemble(_cnn(), 3, seed=0),
+    "deep-bn": lambda: d.DeepEnsemble(_cnn(True), 3, seed=0),
+    "batch": lambda: d.BatchEnsemble(_cnn(), 3, seed=0),
+    "batch-bn-gelu": lambda: d.BatchEnsemble(_cnn(True, nn.GELU), 3, seed=0),
+    "batch-tanh-edges": lambda: d.BatchEnsemble(_cnn(False, nn.Tanh), 3, seed=0, modulate_input=True,
+                                                modulate_output=True),
+    "mc-dropout": lambda: d.MCDropout(_cnn(), 3, seed=0),
+    "mc-dropout-resampled": lambda: d.MCDropout(_cnn(), 3, seed=0, resample=True),
+    "lld": lambda: d.LastLayerDropout(_cnn(True), 3, seed=0),
+    "batch-mlp": lambda: d.BatchEnsemble(_mlp(), 3, seed=0),
+}
+
+
+def _counted(model, x, *, create_graph=False):
+    """Outputs, parameter gradients, buffers and the bytes the forward keeps for backward (counted once per storage,
+    parameters excepted, through a saved-tensors hook that composes with the lean one)."""
+    seen = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = 0
+
+    def pack(t):
+        nonlocal kept
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            kept += storage.nbytes()
+        return t
+
+    pack.deepens_compose = True
+    model.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    weights = torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape) / out.numel()
+    loss = (out.sin() * weights).sum()
+    if create_graph:  # a gradient penalty: second derivatives through the recomputed tensors
+        grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
+        loss = sum((g**2).sum() for g in grads)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    return out.detach(), grads, buffers, kept
+
+
+def _compare(make, x, **kw):
+    plain = make().double()
+    plain.lean = False
+    leaner = copy.deepcopy(plain)
+    leaner.lean = True
+    a = _counted(plain, x, **kw)
+    b = _counted(leaner, x, **kw)
+    assert torch.equal(a[0], b[0])
+    assert a[1].keys() == b[1].keys() and len(a[1]) > 0
+    for name in a[1]:
+        assert torch.equal(a[1][name], b[1][name]), name
+    for name in a[2]:
+        assert torch.equal(a[2][name], b[2][name]), name
+    return a[3], b[3]
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+@pytest.mark.parametrize("per_member", [False, True])
+def test_lean_and_plain_forwards_give_the_same_numbers_and_lean_keeps_less(kind, per_member):
+    make = CASES[kind]
+    members = make().members
+    torch.manual_seed(1)
+    sample = (12,) if kind.endswith("mlp") else (3, 8, 8)
+    x = torch.randn(((members,) if per_member else ()) + (6,) + sample, dtype=torch.float64)
+    plain, leaner = _compare(make, x)
+    if kind in ("deep", "deep-bn") or kind in ("batch-mlp", "lld") and per_member:
+        # the re-laid-out copies only (none in a dense per-member ensemble); per-member LLD readout rows come from
+        # max-pooled features nothing else keeps, so keeping them costs the same
+        assert leaner <= plain
+    elif kind == "lld":
+        assert leaner < plain  # the masked readout rows of the shared features
+    else:
+        assert leaner < 0.8 * plain, (leaner, plain)
+
+
+def test_second_derivatives_through_recomputed_tensors_are_the_plain_ones():
+    x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
+    _compare(CASES["batch-bn-gelu"], x, create_graph=True)
+    _compare(CASES["lld"], x, create_graph=True)
+
+
+def test_under_autocast_the_recomputation_runs_in_the_forward_precision():
+    torch.manual_seed(0)
+    plain = d.BatchEnsemble(_cnn(True), 3, seed=0)
+    plain.lean = False
+    leaner = copy.deepcopy(plain)
+    leaner.lean = True
+    x = torch.randn(4, 3, 8, 8)
+    results = []
+    for model in (plain, leaner):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().square().sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert results[0][0].dtype == torch.bfloat16 and torch.equal(results[0][0], results[1][0])
+    for name, grad in results[0][1].items():
+        assert torch.equal(grad, results[1][1][name]), name
+
+
+def test_the_default_is_lean_where_activations_weigh():
+    conv = d.BatchEnsemble(_cnn(), 2, seed=0)
+    dense = d.BatchEnsemble(_mlp(), 2, seed=0)
+    assert conv._lean_now(torch.zeros(4, 3, 8, 8)) and not dense._lean_now(torch.zeros(4, 12))
+    assert dense._lean_now(torch.zeros(2**20 // 12 + 1, 12))
+    with torch.no_grad():
+        assert not conv._lean_now(torch.zeros(4, 3, 8, 8))
+    conv.lean = "sometimes"
+    with pytest.raises(DeepensError, match="lean: expected True, False or 'auto'"):
+        conv(torch.zeros(2, 3, 8, 8))
+
+
+def test_a_recipe_input_changed_in_place_after_the_forward_is_an_error():
+    w = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    with lean() as active:
+        assert active
+        scaled = remember(w * 3.0, lambda t: t * 3.0, w)
+        y = scaled.sin()  # sin keeps its input: the recipe replaces it
+    with torch.no_grad():
+        w.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified in place after the forward pass"):
+        y.sum().backward()
+
+
+def test_a_recipe_replaces_the_saved_tensor_and_the_gradient_is_exact():
+    w = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    calls = []
+
+    def triple(t):
+        calls.append(1)
+        return t * 3.0
+
+    with lean():
+        y = remember(w * 3.0, triple, w).sin()
+    (g,) = torch.autograd.grad(y.sum(), w)
+    assert len(calls) == 1  # recomputed once, in the backward pass
+    assert torch.equal(g, (w * 3.0).cos().detach() * 3.0)
+
+
+def test_under_another_saved_tensor_hook_or_torch_func_the_forward_is_plain():
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    model = CASES["batch"]().double()
+    model.lean = True
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    expected = torch.autograd.grad(model(x).sum(), list(model.parameters()))
+    out = checkpoint(model, x, use_reentrant=False)
+    got = torch.autograd.grad(out.sum(), list(model.parameters()))
+    for a, b in zip(expected, got, strict=True):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    with lean() as active:
+        with lean() as nested:
+            assert active and not nested
+    with torch.no_grad(), lean() as active:
+        assert not active
