@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 TORCH  := torch==2.13.0
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-peers lint clean
 
 # the package and its runtime dependencies: all that make demo needs
 $(STAMP): pyproject.toml
@@ -31,6 +31,18 @@ test: $(DEV)
 
 bench: $(DEV)
 	$(BIN)/python -m benchmarks.run
+
+# deepens against torch-uncertainty, torchensemble and torch.func, in their own environment: torch-uncertainty
+# imports torchvision, which has no CPU build beside torch 2.13 (torch 2.14.1 + torchvision 0.29.1 run on the CPU)
+PEERS := .venv-peers
+$(PEERS)/.installed: pyproject.toml
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PEERS)/bin/pip install --quiet -e ".[bench]"
+	touch $(PEERS)/.installed
+
+bench-peers: $(DEV) $(PEERS)/.installed
+	$(BIN)/python -m benchmarks.run --only peers
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks

@@ -19,7 +19,7 @@ import torch
 import deepens
 from deepens.io import atomic_write_text
 
-from . import bench_design, bench_ensembles, bench_kernels, bench_metrics, bench_scaling, bench_training
+from . import bench_design, bench_ensembles, bench_kernels, bench_metrics, bench_peers, bench_scaling, bench_training
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -293,6 +293,9 @@ def render(results: dict) -> str:
             f"- {mlp['draws']} MLP draws in {mlp['seconds']:.1f} s: target {_check(mlp['seconds'], 10.0, '<=')}",
             "",
         ]
+    peers = results.get("peers")
+    if peers:
+        lines += bench_peers.render(peers)
     return "\n".join(lines)
 
 
@@ -326,6 +329,8 @@ def _sections(device: str) -> list[tuple[str, str, object]]:
          lambda: {"digits_acceptance": bench_training.digits_acceptance(device)}),
         ("threads", "thread policy under a competing load", lambda: {"thread_policy": bench_training.thread_policy()}),
         ("memory", "BatchEnsemble memory", lambda: {"batch_memory": bench_ensembles.batch_memory()}),
+        ("peers", "against torch-uncertainty, torchensemble, torch.func (in .venv-peers or PEERS_PYTHON)",
+         lambda: {k: v for k, v in {"peers": bench_peers.run_in_peers_env()}.items() if v is not None}),
         ("collegial", "collegial ensembles", lambda: {"collegial_step": bench_design.collegial_train_step(device),
                                                      "ntk_statistics": bench_design.ntk_statistics_speed()}),
     ]
@@ -336,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,ntk,analytic,cnn,throughput,cnll,"
-                        "training,threads,metrics,memory,collegial (the other sections keep their recorded results)")
+                        "training,threads,metrics,memory,peers,collegial (the others keep their recorded results)")
     parser.add_argument("--no-write", action="store_true", help="print results without updating docs/")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -53,14 +53,11 @@ def _autocast_state(device_type: str) -> tuple:
         return (False, None)
 
 
-_RECENT = 4  # recomputed tensors held while the backward passes through their layer
-
-
 class _Recipe:
     """How to recompute the tensor ``ref()`` — a contiguous root tensor (not a view) — from ``inputs``: ``fn``
     returns a contiguous tensor with the same elements in the same order (possibly another shape)."""
 
-    __slots__ = ("ref", "version", "fn", "inputs", "versions", "device_type", "autocast", "cache", "recent")
+    __slots__ = ("ref", "version", "fn", "inputs", "versions", "device_type", "autocast", "cache", "recent", "packed")
 
     def __init__(self, root: torch.Tensor, fn: Callable, inputs: tuple, recent: list) -> None:
         self.ref = weakref.ref(root)
@@ -72,17 +69,26 @@ class _Recipe:
         self.autocast = _autocast_state(self.device_type)
         self.cache: weakref.ref | None = None
         self.recent = recent  # shared by one forward's recipes; freed with them after the backward
+        self.packed = False  # some saved tensor is a view of it: the backward will ask for it
 
-    def flat(self) -> torch.Tensor:
-        """The recomputed elements of the root's storage, flat (cached while someone holds them)."""
+    def flat(self, top: bool = True) -> torch.Tensor:
+        """The recomputed elements of the root's storage, flat. The value the backward asked for last, and the
+        intermediates computed for it that the backward will ask for too, are held until it asks for another
+        value; other intermediates are freed at once."""
         graph = torch.is_grad_enabled()  # a backward with create_graph=True: recompute with history
         cached = self.cache() if self.cache is not None and not graph else None
         if cached is not None:
+            if top:
+                self.recent[:] = [cached]
+            elif self.packed:
+                self.recent.append(cached)
             return cached.reshape(-1)
+        if top:
+            self.recent.clear()
         args = []
         for item, version in zip(self.inputs, self.versions, strict=True):
             if isinstance(item, _View):
-                args.append(item.value())
+                args.append(item.value(top=False))
                 continue
             if version is not None and item._version != version:
                 raise RuntimeError(
@@ -100,9 +106,8 @@ class _Recipe:
         if graph:
             return out.reshape(-1)
         self.cache = weakref.ref(out)
-        self.recent.append(out)  # the backward of the next operations asks for the same values again
-        if len(self.recent) > _RECENT:
-            del self.recent[0]
+        if top or self.packed:
+            self.recent.append(out)
         return out.reshape(-1)
 
 
@@ -116,8 +121,8 @@ class _View:
         self.shape, self.stride = tuple(t.shape), tuple(t.stride())
         self.offset = t.storage_offset() - root.storage_offset()
 
-    def value(self) -> torch.Tensor:
-        return self.recipe.flat().as_strided(self.shape, self.stride, self.offset)
+    def value(self, top: bool = True) -> torch.Tensor:
+        return self.recipe.flat(top).as_strided(self.shape, self.stride, self.offset)
 
 
 class _Saved:
@@ -181,6 +186,7 @@ class _Lean:
         found = self.recipe_of(t)
         if found is None or self.extra(found[0]) >= _nbytes(t):
             return None
+        found[0].packed = True
         return _View(found[0], t, found[1])
 
     # -- hooks ------------------------------------------------------------------------------------------
