@@ -254,6 +254,13 @@ MEMORY_KINDS = ("single", "deepens-deep", "deepens-deep-plain", "deepens-batch",
 
 
 def memory(members: int = 4) -> dict:
+    """Saved bytes and step peak of each model, each in a fresh process. glibc's malloc keeps freed memory for reuse
+    and moves its mmap threshold with the sizes it sees, so resident memory would follow the allocator's history,
+    not the live tensors; a fixed threshold (``MALLOC_MMAP_THRESHOLD_``) maps every large tensor on its own and
+    unmaps it when freed, so the peak resident memory is the peak of live tensors."""
+    import os
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     out = {}
     for net, batch in (("cnn", 64), ("convnet", 32)):
         rows = {}
@@ -261,7 +268,7 @@ def memory(members: int = 4) -> dict:
             if kind.startswith("torch-uncertainty") and not have("torch_uncertainty"):
                 continue
             done = subprocess.run([sys.executable, "-c", _CHILD, net, kind, str(members), str(batch)],
-                                  capture_output=True, text=True, check=True)
+                                  capture_output=True, text=True, check=True, env=env)
             rows[kind] = json.loads(done.stdout.strip().splitlines()[-1])
         out[net] = {"batch": batch, "members": members, "rows": rows}
     out["cnn"]["name"] = f"4-layer CNN {CNN_CHANNELS} on 3×32×32, 10 classes"
@@ -272,10 +279,17 @@ def memory(members: int = 4) -> dict:
 def main() -> None:
     quick = "--quick" in sys.argv
     versions = {"torch": torch.__version__, "deepens": d.__version__}
-    for name in ("torch_uncertainty", "torchensemble"):
+    from importlib.metadata import version
+
+    for name, dist in (("torch_uncertainty", "torch-uncertainty"), ("torchensemble", "torchensemble")):
         if have(name):
-            versions[name] = getattr(sys.modules[name], "__version__", "?")
-    result = {"versions": versions, "memory": memory(), "speed": speed(quick)}
+            versions[name] = version(dist)
+    only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else ["memory", "speed"]
+    result = {"versions": versions}
+    if "memory" in only:
+        result["memory"] = memory()
+    if "speed" in only:
+        result["speed"] = speed(quick)
     print(json.dumps(result))
 
 

@@ -272,3 +272,26 @@ def test_the_ece_alone_is_calibration_metrics_ece_and_trainings_ece():
     y = torch.tensor(rng.integers(0, 4, 200))
     assert torch.equal(expected_calibration_error(p, y), calibration_metrics(p, y)["ece"])
     assert training_ece(p[1], y) == float(calibration_metrics(p[1], y)["ece"])
+
+
+def test_a_subset_of_calibration_metrics_and_float32_inputs_give_the_same_numbers():
+    """Only the named metrics are computed, equal to the full call's; float32 probabilities and scores are ranked and
+    binned in their own precision and summed in float64: the same numbers as their float64 copies."""
+    from deepens.errors import DeepensError
+    from deepens.metrics import calibration_metrics, ood_detection
+
+    g = torch.Generator().manual_seed(3)
+    p = torch.softmax(torch.randn(3, 400, 5, generator=g) * 2, -1)
+    y = torch.randint(0, 5, (400,), generator=g)
+    full = calibration_metrics(p.double(), y)
+    some = calibration_metrics(p.double(), y, metrics=("mce", "ece"))
+    assert list(some) == ["ece", "mce"] and all(torch.equal(some[k], full[k]) for k in some)
+    single = calibration_metrics(p, y)
+    for key in ("ece", "mce", "adaptive_ece"):
+        assert single[key].dtype == torch.float64 and torch.equal(single[key], full[key]), key
+    assert torch.allclose(single["brier"], full["brier"], rtol=0, atol=1e-12)
+    with pytest.raises(DeepensError, match="metrics: expected some of ece"):
+        calibration_metrics(p, y, metrics=("ece", "accuracy"))
+    s_in, s_out = torch.rand(3, 300, generator=g).round(decimals=2), torch.rand(3, 80, generator=g).round(decimals=2)
+    a, b = ood_detection(s_in, s_out), ood_detection(s_in.double(), s_out.double())
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -445,7 +445,7 @@ class Tile(nn.Module):
         if not self.ctx.shared:
             return x
         m = self.ctx.members
-        return remember(_tile(x, m), _tile, x, m)
+        return remember(_tile(x, m), _tile, x, m, keep=m > 1)  # the shared input: 1/M of the tiled one
 
 
 def _masked_rows(phi: torch.Tensor, u: torch.Tensor, groups: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ hook (e.g. ``torch.utils.checkpoint``) and under ``torch.func`` transforms the f
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -63,8 +64,10 @@ class _Recipe:
         self.ref = weakref.ref(root)
         self.version = root._version
         self.fn = fn
-        self.inputs = inputs  # tensors, or _View objects of recomputable inputs (resolved when packed)
-        self.versions = tuple(i._version if isinstance(i, torch.Tensor) else None for i in inputs)
+        # _Input (weak) references until a saved tensor needs the recipe (a forward must not keep its inputs
+        # alive); then the tensors, or _View objects of recomputable inputs
+        self.inputs = inputs
+        self.versions = tuple(i.ref()._version if isinstance(i, _Input) else None for i in inputs)
         self.device_type = root.device.type
         self.autocast = _autocast_state(self.device_type)
         self.cache: weakref.ref | None = None
@@ -87,6 +90,8 @@ class _Recipe:
             self.recent.clear()
         args = []
         for item, version in zip(self.inputs, self.versions, strict=True):
+            if isinstance(item, _Input):  # never taken: cannot happen for a recipe a saved tensor uses
+                raise RuntimeError("deepens lean memory: a recipe's input was freed before the backward pass")
             if isinstance(item, _View):
                 args.append(item.value(top=False))
                 continue
@@ -125,6 +130,17 @@ class _View:
         return self.recipe.flat(top).as_strided(self.shape, self.stride, self.offset)
 
 
+class _Input:
+    """A recipe's tensor input before the recipe is taken: a weak reference, and how to recompute it when it has
+    a recipe of its own (the tensor may be freed by then)."""
+
+    __slots__ = ("ref", "view")
+
+    def __init__(self, t: torch.Tensor, view: _View | None) -> None:
+        self.ref = weakref.ref(t)
+        self.view = view
+
+
 class _Saved:
     """What autograd keeps for one saved tensor: the tensor itself, a recomputed view, or an enclosing hook's
     packed object."""
@@ -156,36 +172,58 @@ class _Lean:
             return None
         return recipe, root
 
-    def source(self, t: torch.Tensor, depth: int) -> tuple[object, int]:
+    def source(self, t: torch.Tensor, depth: int, commits: list) -> tuple[object, float]:
         """(what a recipe should hold for its input ``t``, the bytes holding it keeps alive beyond what is
         kept anyway)."""
         if t.grad_fn is None or t.untyped_storage().data_ptr() in self.kept:
             return t, 0  # a leaf (parameter, buffer, input batch) or a tensor autograd keeps anyway
         found = self.recipe_of(t) if depth < 64 else None
         if found is not None:
-            extra = self.extra(found[0], depth + 1)
+            local: list = []
+            extra = self.extra(found[0], depth + 1, local)
             if extra < _nbytes(t):
+                commits.extend(local)
                 return _View(found[0], t, found[1]), extra
         return t, _nbytes(t)
 
-    def extra(self, recipe: _Recipe, depth: int = 0) -> int:
-        """Bytes a recipe's inputs keep alive beyond what is kept anyway; resolves recomputable inputs."""
-        total = 0
+    def extra(self, recipe: _Recipe, depth: int, commits: list) -> float:
+        """Bytes a recipe's inputs would keep alive beyond what is kept anyway (infinite when one is gone); the
+        resolved inputs (recomputable ones as views) are appended to ``commits``, applied only if it is taken."""
+        total = 0.0
         resolved = []
         for item in recipe.inputs:
+            if isinstance(item, _Input):
+                tensor = item.ref()
+                if tensor is None:  # gone since the forward passed it: recompute it too, if it has a recipe
+                    if item.view is None:
+                        return math.inf
+                    local: list = []
+                    extra = self.extra(item.view.recipe, depth + 1, local) if depth < 64 else math.inf
+                    if extra == math.inf:
+                        return math.inf
+                    commits.extend(local)
+                    resolved.append(item.view)
+                    total += extra
+                    continue
+                item = tensor
             if not isinstance(item, torch.Tensor):  # a recomputable input already resolved, or a constant
                 resolved.append(item)
                 continue
-            src, extra = self.source(item, depth)
+            src, extra = self.source(item, depth, commits)
             resolved.append(src)
             total += extra
-        recipe.inputs = tuple(resolved)
+        commits.append((recipe, tuple(resolved)))
         return total
 
     def view(self, t: torch.Tensor) -> _View | None:
         found = self.recipe_of(t)
-        if found is None or self.extra(found[0]) >= _nbytes(t):
+        if found is None:
             return None
+        commits: list = []
+        if self.extra(found[0], 0, commits) >= _nbytes(t):
+            return None
+        for recipe, inputs in commits:  # recipes hold their inputs only once a saved tensor needs them
+            recipe.inputs = inputs
         found[0].packed = True
         return _View(found[0], t, found[1])
 
@@ -213,13 +251,20 @@ class _Lean:
             return saved.tensor
         return self.outer[1](saved.outer)
 
-    def remember(self, out: torch.Tensor, fn: Callable, inputs: tuple) -> None:
+    def remember(self, out: torch.Tensor, fn: Callable, inputs: tuple, keep: bool = False) -> None:
         root = _root(out)
         if not (root.is_contiguous() and out.is_contiguous() and out.numel() == root.numel()):
             return
         if any(isinstance(i, torch.Tensor) and _root(i) is root for i in inputs):
             return  # computed in place
-        recipe = _Recipe(root, fn, inputs, self.recent)
+        held = []
+        for i in inputs:
+            if isinstance(i, torch.Tensor) and not keep:
+                found = self.recipe_of(i) if i.grad_fn is not None else None
+                held.append(_Input(i, _View(found[0], i, found[1]) if found is not None else None))
+            else:
+                held.append(i)
+        recipe = _Recipe(root, fn, tuple(held), self.recent)
         self.recipes[id(root)] = recipe
         # tensors saved before their recipe was known (an activation saves its output before its hook runs)
         holders = self.holders.pop(id(root), [])
@@ -263,12 +308,13 @@ def lean_active() -> bool:
     return getattr(_state, "lean", None) is not None
 
 
-def remember(out: torch.Tensor, fn: Callable, *inputs: torch.Tensor) -> torch.Tensor:
+def remember(out: torch.Tensor, fn: Callable, *inputs, keep: bool = False) -> torch.Tensor:
     """Declare that ``out == fn(*inputs)`` (deterministically, out of place) inside a :func:`lean` forward; a no-op
-    outside one. Returns ``out``."""
+    outside one. Returns ``out``. The recipe holds its inputs weakly until a saved tensor needs it; ``keep=True``
+    holds them from the start (for inputs much smaller than ``out``, which the forward frees at once)."""
     state = getattr(_state, "lean", None)
     if state is not None and isinstance(out, torch.Tensor):
-        state.remember(out, fn, inputs)
+        state.remember(out, fn, inputs, keep)
     return out
 
 
@@ -299,7 +345,7 @@ def lean(activations: Iterable[nn.Module] = ()):
 
     def hook(module, inputs, output):
         if len(inputs) == 1 and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
-            state.remember(output, module, (inputs[0],))
+            state.remember(output, module, (inputs[0],), False)
 
     handles = [m.register_forward_hook(hook) for m in activations if _deterministic(m)]
     _state.lean = state

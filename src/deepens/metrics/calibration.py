@@ -22,7 +22,11 @@ __all__ = ["calibration_metrics", "reliability", "expected_calibration_error"]
 
 
 def _inputs(probs, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    p = torch.as_tensor(probs).double()
+    """Probabilities in their own floating dtype (maxima and comparisons are exact in it; sums are taken in
+    float64) and labels broadcast to (..., N)."""
+    p = torch.as_tensor(probs)
+    if not p.is_floating_point():
+        p = p.double()
     y = torch.as_tensor(labels).long()
     if p.dim() < 2:
         raise DeepensError(f"probs: expected (..., samples, classes), got shape {tuple(p.shape)}")
@@ -54,6 +58,7 @@ def reliability(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:
     bins = check_int("bins", bins, minimum=1)
     p, y = _inputs(probs, labels)
     conf, pred = p.max(-1)
+    conf = conf.double()
     count, conf_sum, hit_sum = _binned(conf, (pred == y).double(), _width_index(conf, bins), bins)
     safe = count.clamp_min(1)
     nan = torch.full_like(count, float("nan"))
@@ -67,28 +72,48 @@ def expected_calibration_error(probs, labels, *, bins: int = 15) -> torch.Tensor
     bins = check_int("bins", bins, minimum=1)
     p, y = _inputs(probs, labels)
     conf, pred = p.max(-1)
+    conf = conf.double()
     _, conf_sum, hit_sum = _binned(conf, (pred == y).double(), _width_index(conf, bins), bins)
     return (hit_sum - conf_sum).abs().sum(-1) / p.shape[-2]
 
 
-def calibration_metrics(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:
-    """``ece``, ``mce``, ``adaptive_ece``, ``classwise_ece`` and ``brier`` (see the module docstring)."""
+METRICS = ("ece", "mce", "adaptive_ece", "classwise_ece", "brier")
+
+
+def calibration_metrics(probs, labels, *, bins: int = 15, metrics=METRICS) -> dict[str, torch.Tensor]:
+    """``ece``, ``mce``, ``adaptive_ece``, ``classwise_ece`` and ``brier`` (see the module docstring), or the subset
+    named in ``metrics`` (only their work is done)."""
     bins = check_int("bins", bins, minimum=1)
+    wanted = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    unknown = sorted(set(wanted) - set(METRICS))
+    if unknown or not wanted:
+        raise DeepensError(f"metrics: expected some of {', '.join(METRICS)}; got {list(wanted)}")
     p, y = _inputs(probs, labels)
     n, classes = p.shape[-2], p.shape[-1]
-    conf, pred = p.max(-1)
-    hit = (pred == y).double()
-    count, conf_sum, hit_sum = _binned(conf, hit, _width_index(conf, bins), bins)
-    gap = (hit_sum - conf_sum).abs()
-    ece = gap.sum(-1) / n
-    mce = torch.where(count > 0, gap / count.clamp_min(1), torch.zeros_like(gap)).max(-1).values
-    order = torch.argsort(conf, dim=-1, stable=True)  # equal mass: ranks split into `bins` groups
-    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand_as(order))
-    _, mass_conf, mass_hit = _binned(conf, hit, (rank * bins) // n, bins)
-    adaptive = (mass_hit - mass_conf).abs().sum(-1) / n
-    onehot = torch.nn.functional.one_hot(y, classes).double()
-    pc = p.transpose(-1, -2)  # (..., C, N)
-    _, c_conf, c_hit = _binned(pc, onehot.transpose(-1, -2), _width_index(pc, bins), bins)
-    classwise = (c_hit - c_conf).abs().sum(-1).sum(-1) / (n * classes)
-    brier = (p - onehot).pow(2).sum(-1).mean(-1)
-    return {"ece": ece, "mce": mce, "adaptive_ece": adaptive, "classwise_ece": classwise, "brier": brier}
+    out: dict[str, torch.Tensor] = {}
+    if {"ece", "mce", "adaptive_ece"} & set(wanted):
+        conf, pred = p.max(-1)
+        conf = conf.double()
+        hit = (pred == y).double()
+    if "ece" in wanted or "mce" in wanted:
+        count, conf_sum, hit_sum = _binned(conf, hit, _width_index(conf, bins), bins)
+        gap = (hit_sum - conf_sum).abs()
+        if "ece" in wanted:
+            out["ece"] = gap.sum(-1) / n
+        if "mce" in wanted:
+            out["mce"] = torch.where(count > 0, gap / count.clamp_min(1), torch.zeros_like(gap)).max(-1).values
+    if "adaptive_ece" in wanted:
+        order = torch.argsort(conf, dim=-1, stable=True)  # equal mass: ranks split into `bins` groups
+        rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand_as(order))
+        _, mass_conf, mass_hit = _binned(conf, hit, (rank * bins) // n, bins)
+        out["adaptive_ece"] = (mass_hit - mass_conf).abs().sum(-1) / n
+    if "classwise_ece" in wanted or "brier" in wanted:
+        pd = p.double()
+        onehot = torch.nn.functional.one_hot(y, classes).double()
+        if "classwise_ece" in wanted:
+            pc = pd.transpose(-1, -2)  # (..., C, N)
+            _, c_conf, c_hit = _binned(pc, onehot.transpose(-1, -2), _width_index(pc, bins), bins)
+            out["classwise_ece"] = (c_hit - c_conf).abs().sum(-1).sum(-1) / (n * classes)
+        if "brier" in wanted:
+            out["brier"] = (pd - onehot).pow(2).sum(-1).mean(-1)
+    return {k: out[k] for k in METRICS if k in out}

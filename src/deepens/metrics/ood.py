@@ -44,7 +44,10 @@ def scores_from(parts: dict, logits: torch.Tensor, temperature: float = 1.0) -> 
 
 
 def _check(name: str, x) -> torch.Tensor:
-    x = torch.as_tensor(x).double()
+    """Scores in their own floating dtype (sorting and tie detection are exact in it; sums are float64)."""
+    x = torch.as_tensor(x)
+    if not x.is_floating_point():
+        x = x.double()
     if x.dim() < 1 or x.shape[-1] < 1:
         raise DeepensError(f"{name}: expected scores of shape (..., N) with N >= 1, got {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
@@ -67,8 +70,10 @@ def ood_detection(score_in, score_out) -> dict[str, torch.Tensor]:
     lead = torch.broadcast_shapes(s_in.shape[:-1], s_out.shape[:-1])
     s_in, s_out = s_in.expand(*lead, s_in.shape[-1]), s_out.expand(*lead, s_out.shape[-1])
     n_pos, n_neg = s_in.shape[-1], s_out.shape[-1]
-    scores = torch.cat([s_in, s_out], dim=-1)
-    positive = torch.cat([torch.ones_like(s_in), torch.zeros_like(s_out)], dim=-1)
+    dtype = torch.promote_types(s_in.dtype, s_out.dtype)
+    scores = torch.cat([s_in.to(dtype), s_out.to(dtype)], dim=-1)
+    positive = torch.cat([torch.ones(s_in.shape, dtype=torch.float64), torch.zeros(s_out.shape, dtype=torch.float64)],
+                         dim=-1)
 
     order = torch.argsort(scores, dim=-1, descending=True, stable=True)
     s, pos = torch.gather(scores, -1, order), torch.gather(positive, -1, order)
