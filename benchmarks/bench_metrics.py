@@ -54,7 +54,8 @@ def _case(ensembles: int, members: int, points: int, classes: int, ood_points: i
     return {"ensembles": ensembles, "members": members, "points": points, "classes": classes,
             "ood_points": ood_points, "seconds_shared_deepens": t_shared, "seconds_shared_torchmetrics_loop": t_loop,
             "speedup_shared": t_loop / t_shared, "seconds_probabilities": t_probs,
-            "speedup_shared_with_probabilities": (t_loop + t_probs) / (t_shared + t_probs), "max_abs_diff": diff, "seconds_all_deepens": t_all,
+            "speedup_shared_with_probabilities": (t_loop + t_probs) / (t_shared + t_probs), "max_abs_diff": diff,
+            "seconds_all_deepens": t_all,
             "metrics_all": len(everything) - 1 + len(everything["member"])}
 
 

@@ -79,8 +79,14 @@ def _compare(make, x, **kw):
     b = _counted(leaner, x, **kw)
     assert torch.equal(a[0], b[0])
     assert a[1].keys() == b[1].keys() and len(a[1]) > 0
-    for name in a[1]:
-        assert torch.equal(a[1][name], b[1][name]), name
+    scale = max(float(g.abs().max()) for g in a[1].values())  # 1e-12 of the gradients' scale (a bias before a
+    for name in a[1]:                                          # batch norm has a gradient of zero, up to rounding)
+        if "modulations" in name and a[1][name].dim() == 2 or kw.get("create_graph"):
+            # a convolution's modulation gradient Σ g ⊙ x is a batched dot product in the lean forward (no
+            # activation-sized temporary): the same sum in another order (and second derivatives go through it)
+            assert torch.allclose(a[1][name], b[1][name], rtol=1e-12, atol=1e-12 * scale), name
+        else:
+            assert torch.equal(a[1][name], b[1][name]), name
     for name in a[2]:
         assert torch.equal(a[2][name], b[2][name]), name
     return a[3], b[3]
@@ -126,7 +132,10 @@ def test_under_autocast_the_recomputation_runs_in_the_forward_precision():
         results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     assert results[0][0].dtype == torch.bfloat16 and torch.equal(results[0][0], results[1][0])
     for name, grad in results[0][1].items():
-        assert torch.equal(grad, results[1][1][name]), name
+        if "modulations" in name:  # float32 sums in another order (batched dot products)
+            assert torch.allclose(grad, results[1][1][name], rtol=1e-5, atol=1e-6 * grad.abs().max()), name
+        else:
+            assert torch.equal(grad, results[1][1][name]), name
 
 
 def test_the_default_is_lean_where_activations_weigh():

@@ -21,7 +21,7 @@ from deepens.training.trainer import load_data
     dict(ensemble="batch", members=3, model="vgg16", width=2),
 ])
 def test_the_estimate_extrapolates_what_the_full_ensemble_holds(options):
-    """Parameters and buffers exactly, saved-for-backward bytes within 2 %, from ensembles of 1 and 2 members on
+    """Parameters and buffers exactly, saved-for-backward bytes within 2 %, from ensembles of 2 and 3 members on
     batches of 4 and 8 samples, against the M-member ensemble measured on a full batch."""
     config = TrainConfig(dataset="digits", batch_size=40, **options).validate()
     data = load_data(config, torch.device("cpu"))

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from ..errors import DeepensError
 from .distributions import Distribution
 from .parameterized import scaled_bias, scaled_weight
-from .recompute import remember
+from .recompute import lean_active, remember
 
 __all__ = ["MemberContext", "StackedLinear", "StackedConv", "StackedBatchNorm", "SharedBatchNorm", "Modulation",
            "Tile", "ModulatedReadout"]
@@ -61,6 +61,41 @@ def _modulate(x: torch.Tensor, u: torch.Tensor, feature_dim: int) -> torch.Tenso
     if feature_dim == -1:
         return x.reshape(m, -1, c) * u.unsqueeze(1)
     return x.reshape(m, -1, c, math.prod(x.shape[2:])) * u[:, None, :, None]
+
+
+class _ChannelScale(torch.autograd.Function):
+    """y = x ⊙ u per channel on (M, B, C, S) (EE Eq. 1's modulation of a convolution), whose gradient for u,
+    Σ_{b,s} g ⊙ x, is a batched dot product: autograd's generic product rule would materialise g ⊙ x, a
+    temporary as large as the activation, in the backward pass of every modulated layer. Used in lean forwards
+    (:mod:`deepens.layers.recompute`), which never run under torch.func transforms."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return x * u[:, None, :, None]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, u = inputs
+        ctx.save_for_backward(x if u.requires_grad else None, u)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, u = ctx.saved_tensors
+        grad_x = g * u[:, None, :, None] if ctx.needs_input_grad[0] else None
+        grad_u = None
+        if ctx.needs_input_grad[1]:
+            m, b, c, s = x.shape
+            dt = torch.promote_types(g.dtype, x.dtype)  # autocast: a bfloat16 x, a float32 g
+            dots = torch.bmm(g.reshape(m * b * c, 1, s).to(dt), x.reshape(m * b * c, s, 1).to(dt))
+            grad_u = dots.reshape(m, b, c).sum(1).to(u.dtype)  # no (M, B, C, S) product materialised
+        return grad_x, grad_u
+
+
+def _modulate_lean(x: torch.Tensor, u: torch.Tensor, feature_dim: int) -> torch.Tensor:
+    m, c = u.shape
+    if feature_dim == -1 or not (x.requires_grad or u.requires_grad):
+        return _modulate(x, u, feature_dim)
+    return _ChannelScale.apply(x.reshape(m, -1, c, math.prod(x.shape[2:])), u)
 
 
 def _tile(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -424,7 +459,9 @@ class Modulation(nn.Module):
         if self.resample:
             self.redraw()
         u = self.values
-        return remember(_modulate(x, u, self.feature_dim), _modulate, x, u, self.feature_dim).reshape(x.shape)
+        if not lean_active():
+            return _modulate(x, u, self.feature_dim).reshape(x.shape)
+        return remember(_modulate_lean(x, u, self.feature_dim), _modulate, x, u, self.feature_dim).reshape(x.shape)
 
     def extra_repr(self) -> str:
         spec = self.distribution.spec if self.distribution is not None else "given"

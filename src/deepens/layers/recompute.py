@@ -247,6 +247,7 @@ class _Lean:
     def unpack(self, saved: _Saved) -> torch.Tensor:
         if saved.view is not None:
             return saved.view.value()
+        self.recent.clear()  # the backward has moved on to a tensor that was kept: drop the recomputed ones
         if saved.tensor is not None:
             return saved.tensor
         return self.outer[1](saved.outer)

@@ -2,8 +2,9 @@
 that cannot fit instead of allocating until the machine runs out).
 
 Everything an ensemble holds grows linearly in its number of members M (stacked weights, modulations, per-member
-batch norms, activations of M members), so the estimate builds the same ensemble with 1 and with 2 members — the
-real modules, small whatever M is — and extrapolates: parameters, buffers, and the bytes autograd saves for the
+batch norms, activations of M members), so the estimate builds the same ensemble with 2 and with 3 members — the
+real modules, small whatever M is — and extrapolates (one member, whose layouts need no re-laid-out copies, is
+measured as it is): parameters, buffers, and the bytes autograd saves for the
 backward pass of one training step (measured with ``torch.autograd.graph.saved_tensors_hooks`` on a batch of
 at most 8 samples, in the run's precision, then scaled to the batch size; what a lean forward recomputes instead
 of keeping is not counted, see :mod:`deepens.layers.recompute`). Gradients take one copy of the
@@ -70,10 +71,14 @@ def training_memory(config: TrainConfig, data: Dataset) -> dict:
     """Estimated bytes of the training ``config`` on ``data``: ``parameters``, ``gradients``, ``optimizer``,
     ``buffers``, ``activations`` (saved for the backward pass of one step at the configured batch size),
     ``data`` (every split, on the device) and their ``total``; ``per_member`` is the growth per member.
-    Activations are fitted as (a + b·B) per member count from batches of 4 and 8 samples of 1 and 2 members."""
+    Activations are fitted as (a + b·B) per member count from batches of 4 and 8 samples of 2 and 3 members (1 for
+    a one-member training)."""
     small, big = min(4, len(data.train)), min(_PROBE_BATCH, len(data.train))
-    probes = {(m, b): _footprint(config, data, m, b) for m in (1, 2) for b in sorted({small, big})}
     m = config.members
+    # one member is a special case (its member-major and batch-major layouts coincide: no re-laid-out copies), so
+    # ensembles are extrapolated from 2 and 3 members, one member measured as it is
+    low = 1 if m == 1 else 2
+    probes = {(k, b): _footprint(config, data, k, b) for k in (low, low + 1) for b in sorted({small, big})}
 
     def at(members: int, key: str) -> float:  # linear in the batch size from the two probe batches
         lo, hi = probes[(members, small)], probes[(members, big)]
@@ -83,7 +88,7 @@ def training_memory(config: TrainConfig, data: Dataset) -> dict:
         return lo[key] + slope * (config.batch_size - lo["batch"]) if key == "activations" else hi[key]
 
     def extrapolate(key: str) -> float:
-        return at(1, key) + (m - 1) * (at(2, key) - at(1, key))
+        return at(low, key) + (m - low) * (at(low + 1, key) - at(low, key))
 
     params = extrapolate("parameters")
     state = {"sgd": 1.0 if config.momentum else 0.0, "adam": 2.0}[config.optimizer]
@@ -93,8 +98,9 @@ def training_memory(config: TrainConfig, data: Dataset) -> dict:
            "activations": max(0.0, extrapolate("activations")), "data": float(data_bytes)}
     out = {k: float(v) for k, v in out.items()}
     out["total"] = sum(out.values())
-    out["per_member"] = float((at(2, "parameters") - at(1, "parameters")) * (2 + state)
-                              + at(2, "buffers") - at(1, "buffers") + at(2, "activations") - at(1, "activations"))
+    hi = low + 1
+    out["per_member"] = float((at(hi, "parameters") - at(low, "parameters")) * (2 + state)
+                              + at(hi, "buffers") - at(low, "buffers") + at(hi, "activations") - at(low, "activations"))
     return out
 
 
