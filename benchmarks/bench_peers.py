@@ -354,7 +354,8 @@ def render(result: dict) -> list[str]:
         rows = mem["rows"]
         lines += [f"Memory of one train step, {mem['name']}, M = {mem['members']}, batch {mem['batch']} shared by the "
                   "members (saved-for-backward bytes, each storage once, parameters excepted; step peak = resident "
-                  "memory above the process's before the second step, fresh process):", "",
+                  "memory above the process's before the second step, fresh process, malloc with a fixed mmap "
+                  "threshold so that resident memory follows the live tensors):", "",
                   "| model | parameters | saved MiB | × DeepEnsemble | step peak MiB | × DeepEnsemble |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]
         deep = rows["deepens-deep"]
