@@ -222,21 +222,16 @@ elif kind == "torch-uncertainty-batch":
 else:
     raise SystemExit(kind)
 yk = y.repeat(m) if kind != "single" else y
-seen = {p.untyped_storage().data_ptr() for p in model.parameters()}
-saved = 0
-def pack(t):
-    global saved
-    s = t.untyped_storage()
-    if s.data_ptr() not in seen:
-        seen.add(s.data_ptr()); saved += s.nbytes()
-    return t
-pack.deepens_compose = True
+from deepens.layers.recompute import saved_bytes
+counted = {"bytes": 0}
 def step(count):
+    global counted
     model.zero_grad(set_to_none=True)
-    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if count else None
-    if hooks: hooks.__enter__()
-    out = model(xin)
-    if hooks: hooks.__exit__(None, None, None)
+    if count:
+        with saved_bytes(model.parameters()) as counted:
+            out = model(xin)
+    else:
+        out = model(xin)
     F.cross_entropy(out.reshape(-1, out.shape[-1]), yk).backward()
 step(True)
 gc.collect()
@@ -245,7 +240,7 @@ with open("/proc/self/clear_refs", "w") as fh:
     fh.write("5")
 step(False)
 peak = status("VmHWM")
-print(json.dumps({"saved_mib": saved / 2**20, "step_peak_mib": peak - before,
+print(json.dumps({"saved_mib": counted["bytes"] / 2**20, "step_peak_mib": peak - before,
                   "params": sum(p.numel() for p in model.parameters())}))
 """
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import deepens as d
 from deepens.errors import DeepensError
-from deepens.layers.recompute import lean, remember
+from deepens.layers.recompute import lean, remember, saved_bytes
 
 
 def _cnn(bn: bool = False, act=nn.ReLU) -> nn.Module:
@@ -44,20 +44,8 @@ CASES = {
 def _counted(model, x, *, create_graph=False):
     """Outputs, parameter gradients, buffers and the bytes the forward keeps for backward (counted once per storage,
     parameters excepted, through a saved-tensors hook that composes with the lean one)."""
-    seen = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    kept = 0
-
-    def pack(t):
-        nonlocal kept
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            kept += storage.nbytes()
-        return t
-
-    pack.deepens_compose = True
     model.zero_grad()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with saved_bytes(model.parameters()) as kept:
         out = model(x)
     weights = torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape) / out.numel()
     loss = (out.sin() * weights).sum()
@@ -67,7 +55,7 @@ def _counted(model, x, *, create_graph=False):
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     buffers = {n: b.clone() for n, b in model.named_buffers()}
-    return out.detach(), grads, buffers, kept
+    return out.detach(), grads, buffers, kept["bytes"]
 
 
 def _compare(make, x, **kw):

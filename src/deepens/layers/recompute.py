@@ -33,7 +33,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["lean", "remember", "lean_active", "lean_possible"]
+__all__ = ["lean", "remember", "lean_active", "lean_possible", "saved_bytes"]
 
 _state = threading.local()
 
@@ -358,3 +358,23 @@ def lean(activations: Iterable[nn.Module] = ()):
         for h in handles:
             h.remove()
         state.close()
+
+
+@contextmanager
+def saved_bytes(exclude: Iterable[torch.Tensor] = ()):
+    """Count the bytes autograd keeps for the backward pass of what runs inside: each storage once, none of the
+    ``exclude`` tensors' (e.g. the parameters, counted elsewhere). Composes with :func:`lean`, so a lean forward
+    is counted as it keeps its tensors. Yields a dict whose ``"bytes"`` grows as tensors are saved."""
+    seen = {t.untyped_storage().data_ptr() for t in exclude}
+    count = {"bytes": 0}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            count["bytes"] += storage.nbytes()
+        return t
+
+    pack.deepens_compose = True
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield count

@@ -21,6 +21,7 @@ import torch
 from ..data.datasets import Dataset
 from ..data.loader import Batches
 from ..errors import DeepensError, parse_memory
+from ..layers.recompute import saved_bytes
 from .build import build_ensemble
 from .config import TrainConfig
 
@@ -48,23 +49,12 @@ def _footprint(config: TrainConfig, data: Dataset, members: int, batch: int) -> 
         batches = Batches(probe, batch, generator=torch.Generator().manual_seed(0), members=members,
                           mode=config.batches, shuffle=False)
         x, y = next(iter(batches.epoch()))
-        seen = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        saved = 0
-
-        def pack(t):
-            nonlocal saved
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in seen:
-                seen.add(storage.data_ptr())
-                saved += storage.nbytes()
-            return t
-
-        pack.deepens_compose = True  # count what a lean forward keeps (deepens.layers.recompute), as training does
         amp = torch.autocast("cpu", dtype=torch.bfloat16) if config.amp else nullcontext()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp:
+        # counted as a lean forward (deepens.layers.recompute) keeps its tensors, as training does
+        with saved_bytes(model.parameters()) as saved, amp:
             out = model(x, per_member=y.dim() == 2)
             member_losses(out.float(), y, config.loss).sum()
-    return {"parameters": params, "buffers": buffers, "activations": saved, "batch": int(y.shape[-1])}
+    return {"parameters": params, "buffers": buffers, "activations": saved["bytes"], "batch": int(y.shape[-1])}
 
 
 def training_memory(config: TrainConfig, data: Dataset) -> dict:
