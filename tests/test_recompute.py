@@ -38,6 +38,8 @@ CASES = {
     "mc-dropout-resampled": lambda: d.MCDropout(_cnn(), 3, seed=0, resample=True),
     "lld": lambda: d.LastLayerDropout(_cnn(True), 3, seed=0),
     "batch-mlp": lambda: d.BatchEnsemble(_mlp(), 3, seed=0),
+    "batch-v-only": lambda: d.BatchEnsemble(_cnn(True), 3, u=None, seed=0),
+    "batch-u-first-layer": lambda: d.BatchEnsemble(_cnn(), 3, u={0: "normal:0,1"}, v=None, seed=0),
 }
 
 
@@ -93,16 +95,31 @@ def test_lean_and_plain_forwards_give_the_same_numbers_and_lean_keeps_less(kind,
         # the re-laid-out copies only (none in a dense per-member ensemble); per-member LLD readout rows come from
         # max-pooled features nothing else keeps, so keeping them costs the same
         assert leaner <= plain
-    elif kind == "lld":
-        assert leaner < plain  # the masked readout rows of the shared features
+    elif kind in ("lld", "batch-u-first-layer"):
+        assert leaner < plain  # the masked readout rows of the shared features; one modulated layer of two
     else:
         assert leaner < 0.8 * plain, (leaner, plain)
 
 
 def test_second_derivatives_through_recomputed_tensors_are_the_plain_ones():
     x = torch.randn(5, 3, 8, 8, dtype=torch.float64)
-    _compare(CASES["batch-bn-gelu"], x, create_graph=True)
-    _compare(CASES["lld"], x, create_graph=True)
+    for kind in ("batch-bn-gelu", "lld", "batch", "mc-dropout"):
+        _compare(CASES[kind], x, create_graph=True)
+
+
+def test_the_lean_graph_fuses_every_channel_modulated_relu():
+    """u ⊙ ReLU(v ⊙ z) of each modulated convolution is one FusedModulation node in the lean graph (so the
+    comparisons above exercise the fused backward); other activations and dense layers keep the plain nodes."""
+    from deepens.ensembles.fused import FusedModulation, lean_graph
+
+    def fused(ens):
+        gm = lean_graph(ens.net)
+        return 0 if gm is None else sum(isinstance(m, FusedModulation) for m in gm.modules())
+
+    assert fused(CASES["batch"]()) == 2 and fused(CASES["mc-dropout"]()) == 2
+    assert fused(CASES["batch-bn-gelu"]()) == 0 and fused(CASES["batch-mlp"]()) == 0
+    assert fused(d.BatchEnsemble(_cnn(), 3, u=None, seed=0)) == 2  # v alone
+    assert fused(d.BatchEnsemble(_cnn(), 3, u={0: "normal:0,1"}, v=None, seed=0)) == 1
 
 
 def test_under_autocast_the_recomputation_runs_in_the_forward_precision():

@@ -10,7 +10,9 @@ from torch import nn
 from ..errors import DeepensError, check_int
 from ..layers.distributions import Distribution, Normal, parse_distribution
 from ..layers.members import Modulation, StackedBatchNorm, Tile
+from ..layers.recompute import lean_active
 from .base import Ensemble
+from .fused import lean_graph
 from .graph import trace
 
 __all__ = ["BatchEnsemble", "MCDropout", "ModulationSpec"]
@@ -193,6 +195,12 @@ class BatchEnsemble(Ensemble):
         return {} if container is None else dict(container.named_children())
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if lean_active():  # the lean graph: modulated ReLU chains of convolutions fused (deepens.ensembles.fused)
+            cached = self.__dict__.get("_lean_net", False)
+            if cached is False:
+                cached = self.__dict__["_lean_net"] = lean_graph(self.net)
+            if cached is not None:
+                return cached(x)
         return self.net(x)
 
 
