@@ -19,7 +19,16 @@ import torch
 import deepens
 from deepens.io import atomic_write_text
 
-from . import bench_design, bench_ensembles, bench_kernels, bench_metrics, bench_peers, bench_scaling, bench_training
+from . import (
+    bench_design,
+    bench_ensembles,
+    bench_kernels,
+    bench_metrics,
+    bench_ntk_peers,
+    bench_peers,
+    bench_scaling,
+    bench_training,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -301,6 +310,8 @@ def render(results: dict) -> str:
     peers = results.get("peers")
     if peers:
         lines += bench_peers.render(peers)
+    if results.get("ntk_peers"):
+        lines += bench_ntk_peers.render(results["ntk_peers"])
     return "\n".join(lines)
 
 
@@ -336,6 +347,8 @@ def _sections(device: str) -> list[tuple[str, str, object]]:
         ("memory", "BatchEnsemble memory", lambda: {"batch_memory": bench_ensembles.batch_memory()}),
         ("peers", "against torch-uncertainty, torchensemble, torch.func (in .venv-peers or PEERS_PYTHON)",
          lambda: {k: v for k, v in {"peers": bench_peers.run_in_peers_env()}.items() if v is not None}),
+        ("ntk-peers", "empirical NTK against neural-tangents (NT_PYTHON=... adds it)",
+         lambda: {"ntk_peers": bench_ntk_peers.ntk_peers()}),
         ("collegial", "collegial ensembles", lambda: {"collegial_step": bench_design.collegial_train_step(device),
                                                      "ntk_statistics": bench_design.ntk_statistics_speed()}),
     ]
@@ -346,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--only", default="", help="comma-separated subset: deep,lld,ntk,analytic,cnn,throughput,cnll,"
-                        "training,threads,metrics,memory,peers,collegial (the others keep their recorded results)")
+                        "training,threads,metrics,memory,peers,ntk-peers,collegial (others: as recorded)")
     parser.add_argument("--no-write", action="store_true", help="print results without updating docs/")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
