@@ -49,9 +49,6 @@ class Ensemble(nn.Module):
         self.ctx = MemberContext(check_int("members", members, minimum=1))
         self.sample_shape: tuple[int | None, ...] | None = None
 
-    def _activation_modules(self) -> list[nn.Module]:
-        return self._structure()[0]
-
     def _structure(self) -> tuple[list[nn.Module], bool]:
         """(the activation modules, whether the network convolves), read once."""
         cached = self.__dict__.get("_lean_structure")
@@ -163,7 +160,7 @@ class Ensemble(nn.Module):
         self.ctx.shared = not per_member
         try:
             if self._lean_now(folded):
-                with lean(self._activation_modules()):
+                with lean(self._structure()[0]):
                     out = self._forward(folded)
             else:
                 out = self._forward(folded)

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import fx, nn
 
-from ..layers.members import Modulation
+from ..layers.members import Modulation, channel_dots
 from ..layers.recompute import remember
 
 __all__ = ["ModulatedReLU", "FusedModulation", "lean_graph"]
@@ -38,14 +38,6 @@ def _forward_value(z: torch.Tensor, v: torch.Tensor | None, u: torch.Tensor | No
     if u is not None:
         out.mul_(_channel(u))
     return out
-
-
-def _dots(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Σ_{batch, positions} a ⊙ b per member and channel, (M, C), as batched dot products (no product tensor)."""
-    m, n, c, s = a.shape
-    dt = torch.promote_types(a.dtype, b.dtype)
-    dots = torch.bmm(a.reshape(m * n * c, 1, s).to(dt), b.reshape(m * n * c, s, 1).to(dt))
-    return dots.reshape(m, n, c).sum(1).to(dtype)
 
 
 class ModulatedReLU(torch.autograd.Function):
@@ -86,7 +78,7 @@ class ModulatedReLU(torch.autograd.Function):
         else:
             work = g.clone()
         work.masked_fill_(dead, 0.0)  # ∂a (in place: a float copy of the mask would cost a whole buffer)
-        grad_v = _dots(work, z, v.dtype) if v is not None and need_v else None
+        grad_v = channel_dots(work, z, v.dtype) if v is not None and need_v else None
         grad_z = None
         if need_z:
             grad_z = work.mul_(_channel(v)) if v is not None else work

@@ -63,6 +63,15 @@ def _modulate(x: torch.Tensor, u: torch.Tensor, feature_dim: int) -> torch.Tenso
     return x.reshape(m, -1, c, math.prod(x.shape[2:])) * u[:, None, :, None]
 
 
+def channel_dots(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Σ_{batch, positions} a ⊙ b per member and channel of (M, B, C, S) tensors, (M, C) in ``dtype``, as batched dot
+    products: no (M, B, C, S) product is materialised (the gradient of a per-channel modulation)."""
+    m, n, c, s = a.shape
+    dt = torch.promote_types(a.dtype, b.dtype)  # autocast: a bfloat16 activation, a float32 gradient
+    dots = torch.bmm(a.reshape(m * n * c, 1, s).to(dt), b.reshape(m * n * c, s, 1).to(dt))
+    return dots.reshape(m, n, c).sum(1).to(dtype)
+
+
 class _ChannelScale(torch.autograd.Function):
     """y = x ⊙ u per channel on (M, B, C, S) (EE Eq. 1's modulation of a convolution), whose gradient for u,
     Σ_{b,s} g ⊙ x, is a batched dot product: autograd's generic product rule would materialise g ⊙ x, a
@@ -82,12 +91,7 @@ class _ChannelScale(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor):
         x, u = ctx.saved_tensors
         grad_x = g * u[:, None, :, None] if ctx.needs_input_grad[0] else None
-        grad_u = None
-        if ctx.needs_input_grad[1]:
-            m, b, c, s = x.shape
-            dt = torch.promote_types(g.dtype, x.dtype)  # autocast: a bfloat16 x, a float32 g
-            dots = torch.bmm(g.reshape(m * b * c, 1, s).to(dt), x.reshape(m * b * c, s, 1).to(dt))
-            grad_u = dots.reshape(m, b, c).sum(1).to(u.dtype)  # no (M, B, C, S) product materialised
+        grad_u = channel_dots(g, x, u.dtype) if ctx.needs_input_grad[1] else None
         return grad_x, grad_u
 
 

@@ -67,7 +67,8 @@ class _Recipe:
         # _Input (weak) references until a saved tensor needs the recipe (a forward must not keep its inputs
         # alive); then the tensors, or _View objects of recomputable inputs
         self.inputs = inputs
-        self.versions = tuple(i.ref()._version if isinstance(i, _Input) else None for i in inputs)
+        self.versions = tuple(i.ref()._version if isinstance(i, _Input) else i._version if isinstance(i, torch.Tensor)
+                              else None for i in inputs)  # checked when recomputing
         self.device_type = root.device.type
         self.autocast = _autocast_state(self.device_type)
         self.cache: weakref.ref | None = None
@@ -298,7 +299,8 @@ class _Lean:
                 if saved.tensor is not None:
                     saved.outer = self.outer[0](saved.tensor)
                     saved.tensor = None
-            self.held = [self.outer[0](t) for t in held.values()]
+            for t in held.values():
+                self.outer[0](t)
         self.recipes.clear()
         self.holders.clear()
         self.plain.clear()

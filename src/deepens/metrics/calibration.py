@@ -48,6 +48,12 @@ def _binned(conf: torch.Tensor, hit: torch.Tensor, index: torch.Tensor, bins: in
     return count, conf_sum, hit_sum
 
 
+def _top1(p: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-1 confidence and whether it is right, float64 (the maximum is taken in p's own dtype: exact)."""
+    conf, pred = p.max(-1)
+    return conf.double(), (pred == y).double()
+
+
 def _width_index(conf: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.clamp(torch.ceil(conf * bins).long() - 1, 0, bins - 1)  # bins (lo, hi]
 
@@ -57,9 +63,8 @@ def reliability(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:
     empty bins), and the bin ``edges``; shapes (..., bins) and (bins + 1,)."""
     bins = check_int("bins", bins, minimum=1)
     p, y = _inputs(probs, labels)
-    conf, pred = p.max(-1)
-    conf = conf.double()
-    count, conf_sum, hit_sum = _binned(conf, (pred == y).double(), _width_index(conf, bins), bins)
+    conf, hit = _top1(p, y)
+    count, conf_sum, hit_sum = _binned(conf, hit, _width_index(conf, bins), bins)
     safe = count.clamp_min(1)
     nan = torch.full_like(count, float("nan"))
     return {"count": count, "confidence": torch.where(count > 0, conf_sum / safe, nan),
@@ -69,12 +74,7 @@ def reliability(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:
 
 def expected_calibration_error(probs, labels, *, bins: int = 15) -> torch.Tensor:
     """ECE alone (the ``ece`` of :func:`calibration_metrics`, without the other metrics' work)."""
-    bins = check_int("bins", bins, minimum=1)
-    p, y = _inputs(probs, labels)
-    conf, pred = p.max(-1)
-    conf = conf.double()
-    _, conf_sum, hit_sum = _binned(conf, (pred == y).double(), _width_index(conf, bins), bins)
-    return (hit_sum - conf_sum).abs().sum(-1) / p.shape[-2]
+    return calibration_metrics(probs, labels, bins=bins, metrics=("ece",))["ece"]
 
 
 METRICS = ("ece", "mce", "adaptive_ece", "classwise_ece", "brier")
@@ -92,9 +92,7 @@ def calibration_metrics(probs, labels, *, bins: int = 15, metrics=METRICS) -> di
     n, classes = p.shape[-2], p.shape[-1]
     out: dict[str, torch.Tensor] = {}
     if {"ece", "mce", "adaptive_ece"} & set(wanted):
-        conf, pred = p.max(-1)
-        conf = conf.double()
-        hit = (pred == y).double()
+        conf, hit = _top1(p, y)
     if "ece" in wanted or "mce" in wanted:
         count, conf_sum, hit_sum = _binned(conf, hit, _width_index(conf, bins), bins)
         gap = (hit_sum - conf_sum).abs()
