@@ -47,6 +47,46 @@ def test_ood_detection_matches_scikit_learn_row_by_row(ties):
             assert float(ours[key][row]) == pytest.approx(value, abs=1e-12), (key, row)
 
 
+@pytest.mark.parametrize("s_in, s_out", [
+    ([1.0, 2.0, 3.0], [2.0, 2.0, 5.0]),  # ties across the sets only
+    ([1.0, 2.0, 2.0, 3.0], [0.0, 4.0]),  # ties within the in-distribution scores only
+    ([1.0, 1.0, 3.0], [3.0, 3.0, 0.5, 1.0]),  # both, a tie group shared by the sets
+    ([5.0], [5.0]), ([0.0, 0.0], [1.0]), ([2.0] * 20 + [1.0], [2.0, 0.0, 0.0]),
+])
+def test_ood_detection_hand_built_ties_match_scikit_learn(s_in, s_out):
+    ours = ood_detection(torch.tensor(s_in, dtype=torch.float64), torch.tensor(s_out, dtype=torch.float64))
+    for key, value in _sklearn(np.array(s_in), np.array(s_out)).items():
+        assert float(ours[key]) == pytest.approx(value, abs=1e-12), key
+
+
+def test_ood_detection_on_large_float32_rows_sorted_in_threads_matches_scikit_learn():
+    """Rows of ≥ 2^15 scores take NumPy's sort in threads; float32 scores rounded to create many tie groups."""
+    from deepens.metrics.ood import sorted_rows
+
+    g = torch.Generator().manual_seed(5)
+    s_in = (torch.rand(3, 12_000, generator=g) * 1.1).round(decimals=3)
+    s_out = torch.rand(3, 3_000, generator=g).round(decimals=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert torch.equal(sorted_rows(s_in), torch.sort(s_in, dim=-1).values)
+        assert torch.equal(sorted_rows(s_in.double()), torch.sort(s_in.double(), dim=-1).values)
+        ours = ood_detection(s_in, s_out)
+    finally:
+        torch.set_num_threads(threads)
+    for row in range(3):
+        for key, value in _sklearn(s_in[row].double().numpy(), s_out[row].double().numpy()).items():
+            assert float(ours[key][row]) == pytest.approx(value, abs=1e-12), (key, row)
+
+
+def test_all_finite_is_exact_when_the_sum_overflows():
+    from deepens.errors import all_finite
+
+    assert all_finite(torch.full((4,), 3e38)) and all_finite(torch.zeros(0))
+    assert not all_finite(torch.tensor([1.0, float("inf"), -float("inf")]))
+    assert not all_finite(torch.tensor([3e38, 3e38, float("nan")]))
+
+
 def test_ood_detection_limits_and_broadcasting():
     perfect = ood_detection(torch.arange(10.0) + 100, torch.arange(7.0))
     assert {k: float(v) for k, v in perfect.items()} == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0}
@@ -91,7 +131,7 @@ def test_uncertainty_decomposition_against_an_explicit_loop():
 
 
 def test_calibration_metrics_match_torchmetrics_and_explicit_definitions():
-    from torchmetrics.functional.classification import multiclass_calibration_error
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
     rng = np.random.default_rng(2)
     z = rng.normal(size=(4, 500, 7)) * rng.uniform(0.5, 3.0, size=(4, 1, 1))
@@ -103,6 +143,9 @@ def test_calibration_metrics_match_torchmetrics_and_explicit_definitions():
         mce = multiclass_calibration_error(p[e].float(), y, num_classes=7, n_bins=15, norm="max")
         assert float(ours["ece"][e]) == pytest.approx(float(ece), abs=1e-6)
         assert float(ours["mce"][e]) == pytest.approx(float(mce), abs=1e-6)
+        accuracy = multiclass_accuracy(p[e], y, num_classes=7, average="micro")  # float32
+        assert float(ours["accuracy"][e]) == pytest.approx(float(accuracy), abs=1e-7)
+        assert float(ours["accuracy"][e]) == (p[e].numpy().argmax(1) == y.numpy()).mean()
         pe, onehot = p[e].numpy(), np.eye(7)[y.numpy()]
         assert float(ours["brier"][e]) == pytest.approx(((pe - onehot) ** 2).sum(1).mean(), abs=1e-12)
         conf, hit = pe.max(1), (pe.argmax(1) == y.numpy())
@@ -290,8 +333,12 @@ def test_a_subset_of_calibration_metrics_and_float32_inputs_give_the_same_number
     for key in ("ece", "mce", "adaptive_ece"):
         assert single[key].dtype == torch.float64 and torch.equal(single[key], full[key]), key
     assert torch.allclose(single["brier"], full["brier"], rtol=0, atol=1e-12)
-    with pytest.raises(DeepensError, match="metrics: expected some of ece"):
-        calibration_metrics(p, y, metrics=("ece", "accuracy"))
+    with pytest.raises(DeepensError, match="metrics: expected some of accuracy, ece"):
+        calibration_metrics(p, y, metrics=("ece", "nll"))
+    tied = torch.tensor([[0.4, 0.4, 0.2], [0.3, 0.3, 0.4]])  # a tie goes to the first class, as argmax does
+    assert float(calibration_metrics(tied, torch.tensor([1, 2]), metrics="accuracy")["accuracy"]) == 0.5
+    with pytest.raises(DeepensError, match="probs: non-finite"):
+        calibration_metrics(torch.tensor([[0.5, float("nan")]]), torch.tensor([0]))
     s_in, s_out = torch.rand(3, 300, generator=g).round(decimals=2), torch.rand(3, 80, generator=g).round(decimals=2)
     a, b = ood_detection(s_in, s_out), ood_detection(s_in.double(), s_out.double())
     assert all(torch.equal(a[k], b[k]) for k in a)

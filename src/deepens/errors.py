@@ -59,6 +59,12 @@ def check_real(
     return value
 
 
+def all_finite(x: Any) -> bool:
+    """Whether a tensor holds no NaN or infinity: its sum (one fast reduction; NaN and ±inf propagate through it)
+    is finite, or — only when that sum overflowed or was poisoned — the exact element-wise test says so."""
+    return bool(x.sum().isfinite()) or bool(x.isfinite().all())
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise a :class:`DeepensError`."""
     if value not in choices:

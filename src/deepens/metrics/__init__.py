@@ -17,7 +17,8 @@ import math
 
 import torch
 
-from ..errors import DeepensError, check_int
+from ..errors import DeepensError, all_finite, check_int
+from .calibration import METRICS as CALIBRATION
 from .calibration import calibration_metrics, reliability
 from .ood import SCORES, ood_detection, ood_scores, scores_from
 from .selective import risk_coverage
@@ -44,7 +45,7 @@ def _summary(logits: torch.Tensor, labels: torch.Tensor, bins: int, ood: torch.T
     y = labels.expand(probs.shape[:-1])
     correct = (probs.argmax(-1) == y).double()
     out = {"accuracy": correct.mean(-1), "nll": -log_mean.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1),
-           **calibration_metrics(probs, y, bins=bins),
+           **calibration_metrics(probs, y, bins=bins, metrics=CALIBRATION[1:]),  # the accuracy is above
            "aurc": risk_coverage(parts["confidence"], correct)["aurc"]}
     for key in ("total", "aleatoric", "epistemic", "variation_ratio", "disagreement"):
         out[f"{key}_uncertainty" if key in ("total", "aleatoric", "epistemic") else key] = parts[key].mean(-1)
@@ -74,7 +75,7 @@ def ensemble_metrics(logits, labels, *, ood_logits=None, bins: int = 15, max_byt
     if z.dim() != 4 or not z.is_floating_point():
         raise DeepensError(f"logits: expected floating-point (members, samples, classes) or (ensembles, members, "
                            f"samples, classes), got {z.dtype} {tuple(z.shape)}")
-    if not bool(torch.isfinite(z).all()):
+    if not all_finite(z):
         raise DeepensError("logits: non-finite values")
     y = torch.as_tensor(labels).long()
     if y.shape != (z.shape[2],) or (y.numel() and (int(y.min()) < 0 or int(y.max()) >= z.shape[3])):
@@ -86,7 +87,7 @@ def ensemble_metrics(logits, labels, *, ood_logits=None, bins: int = 15, max_byt
         if o.dim() != 4 or o.shape[0] != z.shape[0] or o.shape[1] != z.shape[1] or o.shape[3] != z.shape[3]:
             raise DeepensError(f"ood_logits: expected the members' logits on OOD inputs, (ensembles, members, "
                                f"samples, {z.shape[3]}) matching logits {tuple(z.shape)}, got {tuple(o.shape)}")
-        if not bool(torch.isfinite(o).all()):
+        if not all_finite(o):
             raise DeepensError("ood_logits: non-finite values")
     e, m, n, c = z.shape
     per = 8 * 12 * m * (n + (o.shape[2] if o is not None else 0)) * c  # a dozen float64 working copies

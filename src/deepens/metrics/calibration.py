@@ -1,6 +1,7 @@
 """Calibration of predictive distributions, for many ensembles at once: probabilities ``(..., N, C)`` and labels
 ``(N,)`` (or ``(..., N)``); every result has the leading shape ``(...)``.
 
+* ``accuracy`` — the fraction of samples whose top-1 class (the first largest probability) is the label;
 * ``ece`` — Σ_b (n_b/N) |acc_b − conf_b| over ``bins`` equal-width confidence bins (lo, hi] (Guo et al. 2017);
 * ``mce`` — the largest |acc_b − conf_b| over non-empty bins;
 * ``adaptive_ece`` — the same over equal-mass bins (samples sorted by confidence, split into ``bins`` groups of
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import DeepensError, check_int
+from ..errors import DeepensError, all_finite, check_int
 
 __all__ = ["calibration_metrics", "reliability", "expected_calibration_error"]
 
@@ -30,7 +31,7 @@ def _inputs(probs, labels) -> tuple[torch.Tensor, torch.Tensor]:
     y = torch.as_tensor(labels).long()
     if p.dim() < 2:
         raise DeepensError(f"probs: expected (..., samples, classes), got shape {tuple(p.shape)}")
-    if not bool(torch.isfinite(p).all()):
+    if not all_finite(p):
         raise DeepensError("probs: non-finite values")
     if y.shape[-1] != p.shape[-2]:
         raise DeepensError(f"labels: expected {p.shape[-2]} labels, got shape {tuple(y.shape)}")
@@ -55,7 +56,9 @@ def _top1(p: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _width_index(conf: torch.Tensor, bins: int) -> torch.Tensor:
-    return torch.clamp(torch.ceil(conf * bins).long() - 1, 0, bins - 1)  # bins (lo, hi]
+    """The equal-width bin (lo, hi] of each float64 confidence: ceil(conf · bins) − 1, clamped (in place on one
+    working copy)."""
+    return (conf * bins).ceil_().sub_(1).clamp_(0, bins - 1).long()
 
 
 def reliability(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:
@@ -77,12 +80,13 @@ def expected_calibration_error(probs, labels, *, bins: int = 15) -> torch.Tensor
     return calibration_metrics(probs, labels, bins=bins, metrics=("ece",))["ece"]
 
 
-METRICS = ("ece", "mce", "adaptive_ece", "classwise_ece", "brier")
+METRICS = ("accuracy", "ece", "mce", "adaptive_ece", "classwise_ece", "brier")
 
 
 def calibration_metrics(probs, labels, *, bins: int = 15, metrics=METRICS) -> dict[str, torch.Tensor]:
-    """``ece``, ``mce``, ``adaptive_ece``, ``classwise_ece`` and ``brier`` (see the module docstring), or the subset
-    named in ``metrics`` (only their work is done)."""
+    """``accuracy``, ``ece``, ``mce``, ``adaptive_ece``, ``classwise_ece`` and ``brier`` (see the module
+    docstring), or the subset named in ``metrics`` (only their work is done: the top-1 metrics share one maximum,
+    ECE and MCE one pass of per-bin sums)."""
     bins = check_int("bins", bins, minimum=1)
     wanted = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     unknown = sorted(set(wanted) - set(METRICS))
@@ -91,19 +95,24 @@ def calibration_metrics(probs, labels, *, bins: int = 15, metrics=METRICS) -> di
     p, y = _inputs(probs, labels)
     n, classes = p.shape[-2], p.shape[-1]
     out: dict[str, torch.Tensor] = {}
-    if {"ece", "mce", "adaptive_ece"} & set(wanted):
-        conf, hit = _top1(p, y)
+    if {"accuracy", "ece", "mce", "adaptive_ece"} & set(wanted):
+        top, pred = p.max(-1)
+        conf, right = top.double(), pred == y
+        if "accuracy" in wanted:
+            out["accuracy"] = right.sum(-1).double() / n  # an exact count
     if "ece" in wanted or "mce" in wanted:
-        count, conf_sum, hit_sum = _binned(conf, hit, _width_index(conf, bins), bins)
-        gap = (hit_sum - conf_sum).abs()
+        index = _width_index(conf, bins)
+        gap = torch.zeros((*conf.shape[:-1], bins), dtype=torch.float64).scatter_add_(-1, index, right.double().sub_(conf))
         if "ece" in wanted:
-            out["ece"] = gap.sum(-1) / n
+            out["ece"] = gap.abs().sum(-1) / n
         if "mce" in wanted:
-            out["mce"] = torch.where(count > 0, gap / count.clamp_min(1), torch.zeros_like(gap)).max(-1).values
+            count = torch.zeros_like(gap).scatter_add_(-1, index, torch.ones((), dtype=torch.float64).expand(
+                index.shape))
+            out["mce"] = torch.where(count > 0, gap.abs() / count.clamp_min(1), torch.zeros_like(gap)).max(-1).values
     if "adaptive_ece" in wanted:
         order = torch.argsort(conf, dim=-1, stable=True)  # equal mass: ranks split into `bins` groups
         rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n).expand_as(order))
-        _, mass_conf, mass_hit = _binned(conf, hit, (rank * bins) // n, bins)
+        _, mass_conf, mass_hit = _binned(conf, right.double(), (rank * bins) // n, bins)
         out["adaptive_ece"] = (mass_hit - mass_conf).abs().sum(-1) / n
     if "classwise_ece" in wanted or "brier" in wanted:
         pd = p.double()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DeepensError, check_choice, check_real
+from ..errors import DeepensError, all_finite, check_choice, check_real
 
 __all__ = ["TemperatureScaler"]
 
@@ -29,7 +29,7 @@ def _logits(values) -> torch.Tensor:
     if z.dim() != 3:
         raise DeepensError(f"logits: expected (samples, classes) or (members, samples, classes), got shape "
                            f"{tuple(z.shape)}")
-    if not bool(torch.isfinite(z).all()):
+    if not all_finite(z):
         raise DeepensError("logits: non-finite values")
     return z
 
