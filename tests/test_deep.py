@@ -23,17 +23,28 @@ def build(kind):
                                  nn.ReLU(), d.layers.Conv2d(4, 3, 3, stride=2, padding=(1, 1), padding_mode="circular"),
                                  nn.Flatten(), nn.Linear(3 * 16, 3)).double() for _ in range(M)]
         x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    elif kind == "norm":  # batch norms, a grouped convolution and a 1-D convolution
+        modules = [nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                 nn.Conv2d(4, 4, 3, groups=2), nn.BatchNorm2d(4, affine=False), nn.Flatten(2),
+                                 nn.Conv1d(4, 3, 5, stride=2), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(3 * 16, 3)).double() for _ in range(M)]
+        x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
     else:
         modules = [d.ConvNet(2, 5, width=0.125).double() for _ in range(M)]
         x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
     return modules, x
 
 
-@pytest.mark.parametrize("kind", ["mlp", "mlp-ntk", "conv", "circular"])
+@pytest.mark.parametrize("kind, strategy", [("mlp", "auto"), ("mlp-ntk", "auto"), ("conv", "grouped"),
+                                            ("conv", "members"), ("circular", "grouped"), ("circular", "members"),
+                                            ("norm", "grouped"), ("norm", "members")])
 @pytest.mark.parametrize("per_member", [False, True])
-def test_outputs_and_gradients_equal_separate_modules(kind, per_member):
+def test_outputs_and_gradients_equal_separate_modules(kind, strategy, per_member):
+    """Every way of computing stacked convolutions and norms (``conv_strategy``) equals the separate modules: outputs,
+    gradients and the norms' running buffers."""
     modules, x = build(kind)
     ens = d.DeepEnsemble.from_modules(copy.deepcopy(modules))
+    ens.conv_strategy = strategy
     if per_member:
         x = torch.stack([x + 0.1 * i for i in range(M)])
     out = ens(x)
@@ -54,6 +65,11 @@ def test_outputs_and_gradients_equal_separate_modules(kind, per_member):
             assert torch.allclose(grads[i], q.grad, atol=1e-10, rtol=0), (name, i)
             checked += 1
     assert checked == M * len(list(modules[0].parameters()))
+    for name, buffer in ens.named_buffers():
+        layer_name, _, key = name.removeprefix("net.").rpartition(".")
+        for i, module in enumerate(modules):
+            ref_buffer = module.get_submodule(layer_name).get_buffer(key)
+            assert torch.allclose(buffer[i].to(ref_buffer.dtype), ref_buffer, atol=1e-12, rtol=0), (name, i)
 
 
 def test_members_are_independent_and_reproducible():

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import DeepensError, check_int
 from ..layers.activations import is_activation_module
-from ..layers.members import MemberContext, StackedConv
+from ..layers.members import STRATEGIES, MemberContext, StackedConv
 from ..layers.recompute import lean
 
 __all__ = ["Ensemble"]
@@ -43,6 +43,10 @@ class Ensemble(nn.Module):
     #: plain for small dense networks, where the bookkeeping would cost more time than the memory is worth;
     #: True / False force it on or off for an instance.
     lean: bool | str = "auto"
+    #: How stacked convolutions and batch norms compute the members (``deepens.layers.members.STRATEGIES``):
+    #: ``"auto"`` (per-member calls on the member-major batch on the CPU, one grouped call elsewhere),
+    #: ``"grouped"`` or ``"members"`` to force one. The results are the same up to float summation order.
+    conv_strategy: str = "auto"
 
     def __init__(self, members: int) -> None:
         super().__init__()
@@ -157,7 +161,10 @@ class Ensemble(nn.Module):
         else:
             batch = x.shape[0]
             folded = x
+        if self.conv_strategy not in STRATEGIES:
+            raise DeepensError(f"conv_strategy: expected one of {', '.join(STRATEGIES)}, got {self.conv_strategy!r}")
         self.ctx.shared = not per_member
+        self.ctx.strategy = self.conv_strategy
         try:
             if self._lean_now(folded):
                 with lean(self._structure()[0]):

@@ -61,23 +61,36 @@ class ModulatedReLU(torch.autograd.Function):
             grad_z = grad_a * _channel(v) if v is not None else grad_a
             return (grad_z if need_z else None), grad_v, grad_u
         work = z * _channel(v) if v is not None else z.clone()  # the pre-activation a = v ⊙ z
-        dead = work <= 0  # where the ReLU is flat
+        # g in (M, B, C, S) layout and dtype: h = ReLU(a) stays in the buffer (h > 0 exactly where a > 0), ∂u is
+        # a batched dot product with g and ∂a one fused ReLU backward in place; otherwise (expanded gradients of a
+        # mean pool, autocast's mixed dtypes) the same values through a boolean mask
+        fast = g.is_contiguous() and g.shape == work.shape and g.dtype == work.dtype
+        dead = None if fast else work <= 0  # where the ReLU is flat
+        work.relu_()
         grad_u = None
         if u is not None and need_u:
-            work.relu_().mul_(g)  # h ⊙ g in place: whatever g's layout (pooling gives expanded gradients)
-            grad_u = work.sum((1, 3)).to(u.dtype)
+            if fast:
+                grad_u = channel_dots(work, g, u.dtype)
+            else:
+                work.mul_(g)  # h ⊙ g in place: whatever g's layout (pooling gives expanded gradients)
+                grad_u = work.sum((1, 3)).to(u.dtype)
         if not (need_z or need_v):
             return None, None, grad_u
-        # ∂h = g ⊙ u, written over the working buffer when the dtypes allow (autocast may mix them)
-        if u is not None and work.dtype == torch.result_type(g, u):
-            torch.mul(g, _channel(u), out=work)
-        elif u is not None:
-            work = g * _channel(u)
-        elif work.dtype == g.dtype:
-            work.copy_(g)
+        if fast:  # ∂a = 1[h > 0] ⊙ g ⊙ u
+            torch.ops.aten.threshold_backward.grad_input(g, work, 0, grad_input=work)
+            if u is not None:
+                work.mul_(_channel(u))
         else:
-            work = g.clone()
-        work.masked_fill_(dead, 0.0)  # ∂a (in place: a float copy of the mask would cost a whole buffer)
+            # ∂h = g ⊙ u, written over the working buffer when the dtypes allow (autocast may mix them)
+            if u is not None and work.dtype == torch.result_type(g, u):
+                torch.mul(g, _channel(u), out=work)
+            elif u is not None:
+                work = g * _channel(u)
+            elif work.dtype == g.dtype:
+                work.copy_(g)
+            else:
+                work = g.clone()
+            work.masked_fill_(dead, 0.0)  # ∂a (in place: a float copy of the mask would cost a whole buffer)
         grad_v = channel_dots(work, z, v.dtype) if v is not None and need_v else None
         grad_z = None
         if need_z:

@@ -31,7 +31,7 @@ from .distributions import Distribution
 from .parameterized import scaled_bias, scaled_weight
 from .recompute import lean_active, remember
 
-__all__ = ["MemberContext", "StackedLinear", "StackedConv", "StackedBatchNorm", "SharedBatchNorm", "Modulation",
+__all__ = ["MemberContext", "STRATEGIES", "stacked_strategy", "StackedLinear", "StackedConv", "StackedBatchNorm", "SharedBatchNorm", "Modulation",
            "Tile", "ModulatedReadout"]
 
 
@@ -42,6 +42,28 @@ class MemberContext:
         self.members = members
         self.shared = False  # the current input is one batch shared by all members
         self.mode = "members"  # "members" or "mean" (LLD single-pass inference, EE Eq. 65)
+        self.strategy = "auto"  # how stacked convolutions and norms compute: see ``stacked_strategy``
+
+
+#: How stacked convolutions and batch norms compute their M members (``Ensemble.conv_strategy``):
+#: ``"grouped"`` — one grouped convolution / one norm over the batch-major layout (B, M·C, ...), which costs a copy of
+#: the input and of the output each way; ``"members"`` — one call per member on its slice of the member-major batch
+#: (M·B, C, ...) (no copy in, one stack out); ``"auto"`` — ``"members"`` on the CPU (oneDNN runs a grouped
+#: convolution group by group anyway, so the copies are pure cost: measured in ``benchmarks``), ``"grouped"``
+#: elsewhere (one kernel launch for all members on a GPU).
+STRATEGIES = ("auto", "grouped", "members")
+
+
+def stacked_strategy(ctx: MemberContext, x: torch.Tensor) -> str:
+    """The strategy a stacked layer uses for input ``x`` (``ctx.strategy`` with ``"auto"`` resolved)."""
+    if ctx.strategy != "auto":
+        return ctx.strategy
+    return "members" if x.device.type == "cpu" else "grouped"
+
+
+def _member_slices(x: torch.Tensor, m: int) -> tuple[torch.Tensor, ...]:
+    """The folded member-major batch (M·B, ...) as M contiguous views (B, ...)."""
+    return x.reshape((m, x.shape[0] // m) + tuple(x.shape[1:])).unbind(0)
 
 
 def _same(name: str, values: Sequence) -> object:
@@ -64,12 +86,17 @@ def _modulate(x: torch.Tensor, u: torch.Tensor, feature_dim: int) -> torch.Tenso
 
 
 def channel_dots(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Σ_{batch, positions} a ⊙ b per member and channel of (M, B, C, S) tensors, (M, C) in ``dtype``, as batched dot
-    products: no (M, B, C, S) product is materialised (the gradient of a per-channel modulation)."""
+    """Σ_{batch, positions} a ⊙ b per member and channel of (M, B, C, S) tensors, (M, C) in ``dtype`` (the gradient
+    of a per-channel modulation): products and sums over blocks of one member's batch of at most 2^20 numbers, so
+    no (M, B, C, S) product is materialised and each block is summed while it is in cache."""
     m, n, c, s = a.shape
     dt = torch.promote_types(a.dtype, b.dtype)  # autocast: a bfloat16 activation, a float32 gradient
-    dots = torch.bmm(a.reshape(m * n * c, 1, s).to(dt), b.reshape(m * n * c, s, 1).to(dt))
-    return dots.reshape(m, n, c).sum(1).to(dtype)
+    step = max(1, (1 << 20) // max(c * s, 1))
+    out = torch.zeros(m, c, dtype=dt, device=a.device)
+    for i in range(m):
+        for j in range(0, n, step):
+            out[i] += (a[i, j: j + step].to(dt) * b[i, j: j + step].to(dt)).sum((0, 2))
+    return out.to(dtype)
 
 
 class _ChannelScale(torch.autograd.Function):
@@ -249,6 +276,12 @@ class StackedConv(_Stacked):
             else:
                 xs = x.repeat((1, m) + (1,) * self.dims)
                 y = conv(xs, w, b, self.stride, padding, self.dilation, m * self.groups)
+        elif stacked_strategy(self.ctx, x) == "members":
+            ws = w.reshape((m, c_out) + tuple(w.shape[1:])).unbind(0)
+            bs = b.reshape(m, c_out).unbind(0) if b is not None else (None,) * m
+            y = torch.stack([conv(xi, wi, bi, self.stride, padding, self.dilation, self.groups)
+                             for xi, wi, bi in zip(_member_slices(x, m), ws, bs)])
+            return y.reshape((y.shape[0] * y.shape[1],) + tuple(y.shape[2:]))
         else:
             batch = x.shape[0] // m
             xs = remember(_batch_major(x, m), _batch_major, x, m)
@@ -319,13 +352,19 @@ class StackedBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.members
         batch, c, spatial = x.shape[0] // m, x.shape[1], tuple(x.shape[2:])
-        xs = remember(_batch_major(x, m), _batch_major, x, m)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average, as nn.BatchNorm
                 factor = 1.0 / float(self.num_batches_tracked[0])
         use_batch = self.training or self.running_mean is None
+        if stacked_strategy(self.ctx, x) == "members":  # running buffers updated in place through their rows
+            rows = [None if t is None else t.unbind(0) for t in
+                    (self.running_mean, self.running_var, self.weight, self.bias)]
+            return torch.stack([
+                F.batch_norm(xi, *(None if r is None else r[i] for r in rows), use_batch, factor, self.eps)
+                for i, xi in enumerate(_member_slices(x, m))]).reshape(x.shape)
+        xs = remember(_batch_major(x, m), _batch_major, x, m)
         y = F.batch_norm(
             xs,
             None if self.running_mean is None else self.running_mean.view(-1),
