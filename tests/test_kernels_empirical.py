@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 import deepens as d
@@ -82,7 +83,7 @@ def test_equals_brute_force_explicit_jacobians(net_name, kind):
     gamma = 2.0 if m > 1 else None
     weight = gamma / m if gamma else 1.0
     ref = brute_force(model, x1, x2, weight)
-    methods = ["jacobian", "structured"] if net_name == "mlp" and kind not in ("lld", "vectorized") else ["jacobian"]
+    methods = ["jacobian", "structured"] if kind not in ("lld", "vectorized") else ["jacobian"]
     for method in methods:
         for mode in ("full", "trace", "diagonal"):
             k = ensemble_ntk(model, x1, x2, mode=mode, gamma=gamma, chunk_size=2, method=method)  # chunks < N
@@ -187,12 +188,112 @@ def test_blocked_computation_agrees_with_one_block():
             assert torch.allclose(structured.total(), ref.total(), atol=1e-11)
 
 
+def _conv1d() -> nn.Module:
+    return nn.Sequential(nn.Conv1d(2, 4, 3, stride=2, padding=1, bias=True), nn.ReLU(),
+                         nn.Conv1d(4, 3, 3, dilation=2, padding="same"), nn.Tanh(), nn.Flatten(), nn.Linear(15, 3))
+
+
+def _conv2d() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=True), nn.ReLU(), nn.AvgPool2d(2),
+                         d.layers.Conv2d(4, 5, 2, stride=2, parameterization="ntk", bias=True, bias_std=0.5),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(20, 3))
+
+
+CONV_MODELS = {
+    "deep-1d": lambda: (d.DeepEnsemble(_conv1d(), 2, seed=0), (4, 2, 10)),
+    "module-1d": lambda: (_conv1d(), (4, 2, 10)),
+    "deep-2d": lambda: (d.DeepEnsemble(_conv2d(), 3, seed=0), (4, 2, 8, 8)),
+    "batch-2d": lambda: (d.BatchEnsemble(_conv2d(), 3, seed=0), (4, 2, 8, 8)),  # shared convolutions, modulations
+    "mc-dropout-2d": lambda: (d.MCDropout(_conv2d(), 3, seed=0), (4, 2, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("name", list(CONV_MODELS))
+@pytest.mark.parametrize("rule", ["patches", "positions", "auto"])
+def test_structured_convolutions_equal_the_jacobian_method(name, rule, monkeypatch):
+    """Both contractions of a convolution (per-example patch Jacobians, position Grams) and the automatic choice
+    between them give the Jacobian method's kernel: 1-D and 2-D, stride, dilation, 'same' padding, biases, NTK
+    parameterisation, shared convolutions with channel modulations, frozen masks; every mode, one and two input
+    sets (float64)."""
+    from deepens.kernels import empirical
+
+    monkeypatch.setattr(empirical, "CONV_RULE", rule)
+    torch.manual_seed(0)
+    model, shape = CONV_MODELS[name]()
+    model = model.double()
+    x1 = torch.randn(shape, dtype=torch.float64)
+    x2 = torch.randn((3,) + shape[1:], dtype=torch.float64)
+    for second in (None, x2):
+        for mode in MODES:
+            ref = ensemble_ntk(model, x1, second, mode=mode, method="jacobian")
+            got = ensemble_ntk(model, x1, second, mode=mode, method="structured")
+            scale = float(ref.individual.abs().max()) + float(ref.common.abs().max())
+            for part in ("common", "individual"):
+                diff = float((getattr(got, part) - getattr(ref, part)).abs().max())
+                assert diff <= 1e-12 * scale, (part, mode, second is None, diff)
+
+
+def test_frozen_weights_and_biases_do_not_enter_the_structured_kernel():
+    torch.manual_seed(0)
+    for net, shape in ((nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 2)), (4, 5)),
+                       (nn.Sequential(nn.Conv2d(2, 3, 3, bias=True), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2)),
+                        (3, 2, 6, 6))):
+        net = net.double()
+        net[0].weight.requires_grad_(False)  # a frozen weight with a trainable bias after it
+        net[-1].requires_grad_(False)  # a frozen readout behind trainable layers
+        x = torch.randn(shape, dtype=torch.float64)
+        for model in (net, d.DeepEnsemble(net, 2, seed=0)):
+            ref = ensemble_ntk(model, x, mode="full", method="jacobian").total()
+            got = ensemble_ntk(model, x, mode="full", method="structured").total()
+            assert torch.allclose(got, ref, atol=1e-12 * float(ref.abs().max()), rtol=0)
+
+
+def test_the_cheaper_convolution_rule_is_chosen():
+    from deepens.kernels.empirical import _conv_rule
+
+    # a wide early layer (many positions, small kernel): patch Jacobians; a late layer (4 positions, 288-long
+    # patches, 64 channels): position Grams; position Grams too large to hold: patch Jacobians
+    assert _conv_rule(10, 4, 32, 32, 256, 27, 8, "full") == "patches"
+    assert _conv_rule(10, 4, 32, 32, 4, 288, 64, "full") == "positions"
+    assert _conv_rule(10, 4, 512, 512, 4, 288, 64, "full") == "patches"
+
+
+def test_deep_ensembles_take_jacobians_by_groups_of_members():
+    """A deep ensemble's Jacobian method runs over groups of members whose Jacobians for all inputs fit the budget
+    (each computed once): the same kernel as input panels (chunk_size) for groups of 1, 2 and all members, with
+    batch-norm running statistics (eval mode) sliced per member, every mode, one and two input sets."""
+    from deepens.kernels import empirical
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2)).double()
+    model = d.DeepEnsemble(net, 3, seed=0)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if "running" in name:
+                buffer.copy_(torch.rand_like(buffer) + 0.5)  # members with different statistics
+    x1, x2 = torch.randn(5, 2, 6, 6, dtype=torch.float64), torch.randn(2, 2, 6, 6, dtype=torch.float64)
+    jacs = empirical._Jacobians(model)
+    assert jacs.member_groups_possible()
+    per_member = 2 * jacs.n_individual * 8  # C · P · itemsize per input
+    for mode in MODES:
+        for second in (None, x2):
+            inputs = 5 + (0 if second is None else 2)
+            ref = ensemble_ntk(model, x1, second, mode=mode, method="jacobian", chunk_size=2).total()
+            for group in (1, 2, 3):
+                got = ensemble_ntk(model, x1, second, mode=mode, method="jacobian",
+                                   max_bytes=2 * group * per_member * inputs + 1).total()
+                assert torch.allclose(got, ref, atol=1e-12 * float(ref.abs().max()), rtol=0), (mode, group)
+    assert not empirical._Jacobians(d.BatchEnsemble(d.MLP(3, [4], 2), 2, seed=0)).member_groups_possible()
+
+
 def test_method_choice_and_refusals():
-    conv = d.BatchEnsemble(d.ConvNet(1, 2, width=1 / 16), 2, seed=0)
-    x = torch.randn(2, 1, 6, 6)
-    with pytest.raises(d.DeepensError, match="structured"):
-        ensemble_ntk(conv, x, method="structured")
-    assert ensemble_ntk(conv, x).total().shape == (2, 2, 2, 2)  # auto falls back to Jacobians
+    grouped = d.BatchEnsemble(nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Flatten(),
+                                            nn.Linear(64, 2)), 2, seed=0)
+    normed = d.DeepEnsemble(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(32, 2)), 2)
+    for model, x in ((grouped, torch.randn(2, 2, 6, 6)), (normed, torch.randn(2, 1, 6, 6))):
+        with pytest.raises(d.DeepensError, match="structured"):
+            ensemble_ntk(model, x, method="structured")
+        assert ensemble_ntk(model, x).total().shape == (2, 2, 2, 2)  # auto falls back to Jacobians
     with pytest.raises(d.DeepensError, match="resample"):
         ensemble_ntk(d.MCDropout(d.MLP(5, [6], 2), 2, resample=True), torch.randn(3, 5))
     with pytest.raises(d.DeepensError, match="mode"):
