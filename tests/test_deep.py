@@ -35,9 +35,8 @@ def build(kind):
     return modules, x
 
 
-@pytest.mark.parametrize("kind, strategy", [("mlp", "auto"), ("mlp-ntk", "auto"), ("conv", "grouped"),
-                                            ("conv", "members"), ("circular", "grouped"), ("circular", "members"),
-                                            ("norm", "grouped"), ("norm", "members")])
+@pytest.mark.parametrize("kind, strategy", [("mlp", "auto"), ("mlp-ntk", "auto"), ("mlp", "chunks")]
+                         + [(k, s) for k in ("conv", "circular", "norm") for s in ("grouped", "members", "chunks")])
 @pytest.mark.parametrize("per_member", [False, True])
 def test_outputs_and_gradients_equal_separate_modules(kind, strategy, per_member):
     """Every way of computing stacked convolutions and norms (``conv_strategy``) equals the separate modules: outputs,

@@ -456,8 +456,10 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
     handles = [mod.register_forward_hook(hook) for mod in model.modules()
                if isinstance(mod, (nn.Linear, StackedLinear, Modulation) + _CONVS)]
     lean = model.__dict__.get("lean", _UNSET)
-    if is_ensemble:  # the plain graph: a lean forward fuses modulations into one function the hooks do not see
-        model.lean = False
+    strategy = model.__dict__.get("conv_strategy", _UNSET)
+    if is_ensemble:  # the plain graph: a lean forward fuses modulations into one function the hooks do not see,
+        model.lean = False  # and a forward member by member would call each hooked layer once per member
+        model.conv_strategy = "members"
     try:
         with torch.enable_grad():
             if is_ensemble:
@@ -477,10 +479,11 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
         for h in handles:
             h.remove()
         if is_ensemble:
-            if lean is _UNSET:
-                del model.lean
-            else:
-                model.lean = lean
+            for name, value in (("lean", lean), ("conv_strategy", strategy)):
+                if value is _UNSET:
+                    delattr(model, name)
+                else:
+                    setattr(model, name, value)
     dtype = out.dtype
     tail = {"trace": (), "full": (c, c), "diagonal": (c,)}[mode]
     n2 = n - n1 if x2 is not None else n

@@ -48,17 +48,20 @@ class MemberContext:
 #: How stacked convolutions and batch norms compute their M members (``Ensemble.conv_strategy``):
 #: ``"grouped"`` — one grouped convolution / one norm over the batch-major layout (B, M·C, ...), which costs a copy of
 #: the input and of the output each way; ``"members"`` — one call per member on its slice of the member-major batch
-#: (M·B, C, ...) (no copy in, one stack out); ``"auto"`` — ``"members"`` on the CPU (oneDNN runs a grouped
-#: convolution group by group anyway, so the copies are pure cost: measured in ``benchmarks``), ``"grouped"``
-#: elsewhere (one kernel launch for all members on a GPU).
-STRATEGIES = ("auto", "grouped", "members")
+#: (M·B, C, ...) (no copy in, one stack out); ``"chunks"`` — a DeepEnsemble runs its members one at a time through
+#: the whole network (the schedule of a loop over separate networks: each member's activations stay in cache from
+#: one layer to the next; other ensembles treat it as ``"members"``); ``"auto"`` — on the CPU ``"chunks"`` for a
+#: DeepEnsemble of a convolutional network and ``"members"`` otherwise (oneDNN runs a grouped convolution group by
+#: group anyway, so the copies are pure cost: measured in ``benchmarks``), ``"grouped"`` elsewhere (one kernel
+#: launch for all members on a GPU).
+STRATEGIES = ("auto", "grouped", "members", "chunks")
 
 
 def stacked_strategy(ctx: MemberContext, x: torch.Tensor) -> str:
-    """The strategy a stacked layer uses for input ``x`` (``ctx.strategy`` with ``"auto"`` resolved)."""
-    if ctx.strategy != "auto":
-        return ctx.strategy
-    return "members" if x.device.type == "cpu" else "grouped"
+    """How a stacked layer computes input ``x``: ``"grouped"`` or ``"members"`` (``ctx.strategy`` resolved)."""
+    if ctx.strategy == "grouped" or (ctx.strategy == "auto" and x.device.type != "cpu"):
+        return "grouped"
+    return "members"
 
 
 def _member_slices(x: torch.Tensor, m: int) -> tuple[torch.Tensor, ...]:
@@ -276,6 +279,8 @@ class StackedConv(_Stacked):
             else:
                 xs = x.repeat((1, m) + (1,) * self.dims)
                 y = conv(xs, w, b, self.stride, padding, self.dilation, m * self.groups)
+        elif m == 1:  # one member (a chunk of one): its convolution, no copy
+            return conv(x, w, b, self.stride, padding, self.dilation, self.groups)
         elif stacked_strategy(self.ctx, x) == "members":
             ws = w.reshape((m, c_out) + tuple(w.shape[1:])).unbind(0)
             bs = b.reshape(m, c_out).unbind(0) if b is not None else (None,) * m
@@ -358,9 +363,11 @@ class StackedBatchNorm(nn.Module):
             if self.momentum is None:  # cumulative moving average, as nn.BatchNorm
                 factor = 1.0 / float(self.num_batches_tracked[0])
         use_batch = self.training or self.running_mean is None
-        if stacked_strategy(self.ctx, x) == "members":  # running buffers updated in place through their rows
+        if m == 1 or stacked_strategy(self.ctx, x) == "members":  # running buffers updated through their rows
             rows = [None if t is None else t.unbind(0) for t in
                     (self.running_mean, self.running_var, self.weight, self.bias)]
+            if m == 1:
+                return F.batch_norm(x, *(None if r is None else r[0] for r in rows), use_batch, factor, self.eps)
             return torch.stack([
                 F.batch_norm(xi, *(None if r is None else r[i] for r in rows), use_batch, factor, self.eps)
                 for i, xi in enumerate(_member_slices(x, m))]).reshape(x.shape)
