@@ -50,9 +50,11 @@ class DeepEnsemble(Ensemble):
 
     Every ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` of the reference network becomes a stacked
     layer holding M weight sets (member axis first): dense layers run as one batched matmul,
-    convolutions as one grouped convolution; every ``nn.BatchNorm1d/2d`` a per-member batch norm (each
-    member's own statistics and running buffers); all other operations act sample by sample on the folded
-    (M·B, ...) batch. Members never share parameters, so all parameters are individual.
+    convolutions as ``conv_strategy`` says (see :data:`deepens.layers.members.STRATEGIES`: on the CPU a
+    convolutional network runs its members one at a time through the reference network, on a GPU as grouped
+    convolutions); every ``nn.BatchNorm1d/2d`` a per-member batch norm (each member's own statistics and running
+    buffers); all other operations act sample by sample on the folded (M·B, ...) batch. Members never share
+    parameters, so all parameters are individual.
 
     ``net`` is a template module (each member is a deep copy re-initialised with the module's own
     ``reset_parameters``), or a factory ``() -> nn.Module`` called M times. ``seed`` makes the

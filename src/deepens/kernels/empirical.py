@@ -321,23 +321,18 @@ def _kernel(
     def jac(x: torch.Tensor, extra, s: slice):
         return jacs.best(x[s], None if extra is None else extra[s])
 
-    if jacs.member_groups_possible() and not chunk_size:
-        # a deep ensemble: the kernel is member by member, so take groups of members whose Jacobians for all the
-        # inputs fit half the budget — each Jacobian computed once (the torch.func recipe's order, vectorised
-        # over the members of a group) instead of once per panel of inputs
-        per_member = max(c * jacs.n_individual * (n1 + (0 if same_inputs else n2)), 1) * itemsize
-        group = min(m, int(max_bytes / 2 // per_member))
-        if group >= 1:
-            for start in range(0, m, group):
-                stop = min(m, start + group)
-                sub = jacs.members(start, stop)
-                # inputs per vmap call: as many as half the budget holds for this group's rows (64 at most)
-                per_input_group = max(c * (stop - start) * jacs.n_individual, 1) * itemsize
-                step = max(1, min(64 if jacs.vmappable else 8, int(max_bytes / 2 // per_input_group)))
-                j1 = _all_inputs(sub, x1, extra1, step)
-                j2 = j1 if same_inputs else _all_inputs(sub, x2, extra2, step)
-                individual[start:stop] = _member_kernel(j1, j2, mode, same_inputs)
-            return EnsembleNTK(common, individual, _common_weight(gamma, m), mode)
+    per_member = max(c * jacs.n_individual * (n1 + (0 if same_inputs else n2)), 1) * itemsize
+    if jacs.member_groups_possible() and not chunk_size and per_member <= max_bytes / 2:
+        # a deep ensemble: its kernel is member by member, so take one member at a time with the Jacobians of all
+        # the inputs (each computed once, in the torch.func recipe's order; one member at a time measured faster
+        # than several under vmap, 5.2 against 6.2 s for 8 MLPs and 0.31 against 0.46 s for 4 ConvNets)
+        step = max(1, min(64 if jacs.vmappable else 8, int(max_bytes / 2 // max(c * jacs.n_individual * itemsize, 1))))
+        for a in range(m):
+            sub = jacs.members(a, a + 1)
+            j1 = _all_inputs(sub, x1, extra1, step)
+            j2 = j1 if same_inputs else _all_inputs(sub, x2, extra2, step)
+            individual[a: a + 1] = _member_kernel(j1, j2, mode, same_inputs)
+        return EnsembleNTK(common, individual, _common_weight(gamma, m), mode)
 
     chunks1 = list(_chunks(n1, size))
     chunks2 = list(_chunks(n2, size))
