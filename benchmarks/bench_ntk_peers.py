@@ -121,8 +121,9 @@ def deepens_side() -> dict:
     general = {}
     for net, model, inputs, repeats in (("mlp", mlp, x, 3), ("cnn", cnn, xi, 3)):
         members = [model.member(a) for a in range(model.members)]
-        t_ours, _ = _timed(lambda: ensemble_ntk(model, inputs, method="jacobian", mode="full"), repeats=repeats)
-        t_recipe, _ = _timed(lambda: torch_func_recipe(members, inputs), repeats=repeats)
+        t_ours, _ = _timed(lambda m=model, i=inputs: ensemble_ntk(m, i, method="jacobian", mode="full"),
+                           repeats=repeats)
+        t_recipe, _ = _timed(lambda m=members, i=inputs: torch_func_recipe(m, i), repeats=repeats)
         ours = ensemble_ntk(model, inputs, method="jacobian", mode="full").individual
         ref = torch_func_recipe(members, inputs)
         general[net] = {"deepens_jacobian": t_ours, "torch_func_recipe": t_recipe,

@@ -132,3 +132,49 @@ def test_parameter_count_is_m_times_single():
     assert sum(p.numel() for p in ens.parameters()) == 6 * single
     assert sum(p.numel() for p in ens.individual_parameters()) == 6 * single
     assert list(ens.shared_parameters()) == []
+
+
+class _Scaled(nn.Module):
+    """A plain tensor attribute (a buffer once traced) and an in-place activation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm, self.fc = nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Linear(3 * 16, 2)
+        self.drop = nn.Dropout(0.5)
+        self.scale = torch.tensor(2.0, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.fc(self.drop(torch.relu_(self.norm(self.conv(x)) * self.scale).flatten(1)))
+
+
+def test_the_member_by_member_forward_follows_the_state_of_the_stacked_network():
+    """The 'chunks' strategy sees what the folded one sees: a batch norm put in eval mode (frozen statistics) or
+    given another momentum, a dropout switched off, a plain tensor attribute, hooks (then it runs folded)."""
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout(0.3), nn.Flatten(),
+                         nn.Linear(48, 2)).double()
+    x = torch.randn(4, 2, 6, 6, dtype=torch.float64)
+    outs = {}
+    for strategy in ("grouped", "chunks"):
+        ens = d.DeepEnsemble(copy.deepcopy(base), 2, seed=0)
+        ens.conv_strategy = strategy
+        ens.net.get_submodule("1").eval()  # frozen batch-norm statistics while the rest trains
+        ens.net.get_submodule("3").p = 0.0
+        outs[strategy] = (ens(x), ens.net.get_submodule("1").running_mean.clone())
+        ens.net.get_submodule("1").train()
+        ens.net.get_submodule("1").momentum = 0.5
+        outs[strategy] += (ens(x), ens.net.get_submodule("1").running_mean.clone())
+    for a, b in zip(outs["grouped"], outs["chunks"], strict=True):
+        assert torch.allclose(a, b, atol=1e-12, rtol=0)
+    assert float(outs["chunks"][1].abs().max()) == 0.0  # eval mode: the running mean did not move
+
+    ens = d.DeepEnsemble(_Scaled().double(), 2, seed=0)
+    ens.conv_strategy = "chunks"
+    ens.eval()
+    folded = copy.deepcopy(ens)
+    folded.conv_strategy = "members"
+    assert torch.allclose(ens(x), folded(x), atol=1e-12, rtol=0)
+    seen = []
+    ens.net.get_submodule("conv").register_forward_hook(lambda mod, i, o: seen.append(o.shape[0]))
+    ens(x)
+    assert seen == [2 * 4]  # a hooked network runs folded: the hook sees every member's batch at once

@@ -101,15 +101,42 @@ class DeepEnsemble(Ensemble):
 
     def _chunked(self, x: torch.Tensor) -> bool:
         """Whether this forward runs the members one at a time (``conv_strategy`` ``"chunks"``, or ``"auto"`` for a
-        convolutional network on the CPU); never under ``torch.func`` transforms."""
+        convolutional network on the CPU); never under ``torch.func`` transforms, nor when a module of ``net``
+        has hooks (they would not see the members' passes)."""
         strategy = self.conv_strategy
         wanted = strategy == "chunks" or (strategy == "auto" and x.device.type == "cpu" and self._structure()[1])
-        return wanted and self.members > 1 and not torch._C._are_functorch_transforms_active()
+        if not wanted or self.members == 1 or torch._C._are_functorch_transforms_active():
+            return False
+        return not any(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks
+                       or mod._backward_pre_hooks for mod in self.net.modules())
 
     def _lean_now(self, x: torch.Tensor) -> bool:
         if self.lean == "auto" and self._chunked(x):
             return False  # one member at a time re-lays nothing out: nothing to recompute
         return super()._lean_now(x)
+
+    def _synced_template(self) -> nn.Module:
+        """The reference network's template with the current state of ``net``'s modules: every module's training
+        flag, the plain settings (dropout rates, ...) of the others, and the stacked layers' momentum, eps and
+        scales."""
+        template = self._template
+        template.training = self.net.training
+        targets = set(self._targets)
+        for path, module in self.net.named_modules():
+            if not path:
+                continue
+            try:
+                twin = template.get_submodule(path)
+            except AttributeError:
+                continue
+            twin.training = module.training
+            names = ("momentum", "eps", "weight_scale", "bias_scale") if path in targets else [
+                k for k, v in vars(module).items()
+                if not k.startswith("_") and isinstance(v, (bool, int, float, str, tuple, type(None)))]
+            for name in names:
+                if name in vars(module) and name in vars(twin):
+                    setattr(twin, name, getattr(module, name))
+        return template
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.members
@@ -120,7 +147,10 @@ class DeepEnsemble(Ensemble):
         # once (one node per parameter in the graph; a row that is not 64-byte aligned or not contiguous in the
         # reference layout is copied: oneDNN's convolutions are ~3 % slower on unaligned weights), its
         # per-member buffers are rows of the stacked ones (batch-norm statistics updated in place through them)
-        rows: dict[str, list[torch.Tensor]] = {}
+        template = self._synced_template()
+        stacked_names = tuple(f"{t}." for t in self._targets)
+        rows: dict[str, list[torch.Tensor]] = {
+            n: [b] * m for n, b in self.net.named_buffers() if not n.startswith(stacked_names)}  # shared buffers
         for target in self._targets:
             stacked = self.net.get_submodule(target)
             for name, p in stacked.named_parameters(recurse=False):
@@ -128,14 +158,14 @@ class DeepEnsemble(Ensemble):
                                             for t in stacked.to_reference(name, p).unbind(0)]
             for name, buffer in stacked.named_buffers(recurse=False):
                 rows[f"{target}.{name}"] = list(buffer.unbind(0))
-        stacked_names = tuple(f"{t}." for t in self._targets)
-        shared = {n: b for n, b in self.net.named_buffers() if not n.startswith(stacked_names)}
-        template = self._template.train(self.training)
         slots = []  # (its tensors, the dict of the template's module that holds it, its name there)
-        for key, values in (rows | {k: [b] * m for k, b in shared.items()}).items():
+        for key, values in rows.items():
             path, _, name = key.rpartition(".")
             module = template.get_submodule(path)
-            slots.append((values, module._parameters if name in module._parameters else module._buffers, name))
+            holder = module._parameters if name in module._parameters else module._buffers
+            if name not in holder:  # a plain tensor attribute of the reference network (a buffer once traced)
+                return self.net(x)
+            slots.append((values, holder, name))
         originals = [(holder, name, holder[name]) for _, holder, name in slots]
         batch = None if self.ctx.shared else x.shape[0] // m
         outs = []

@@ -196,8 +196,12 @@ class _Jacobians:
         individual, every buffer with a leading member axis)."""
         from ..ensembles.deep import DeepEnsemble
 
-        return (isinstance(self.model, DeepEnsemble) and not self.common and bool(self.individual)
-                and all(b.dim() > 0 and b.shape[0] == self.m for b in self.buffers.values()))
+        if not isinstance(self.model, DeepEnsemble) or self.common or not self.individual:
+            return False
+        stacked = tuple(f"net.{t}." for t in self.model._targets)
+        return (all(p.requires_grad for p in self.model.parameters())  # frozen rows would not be sliced
+                and all(n.startswith(stacked) and b.dim() > 0 and b.shape[0] == self.m
+                        for n, b in self.buffers.items()))
 
     def members(self, start: int, stop: int) -> _Jacobians:
         """These Jacobians for members start..stop-1 alone (see :meth:`member_groups_possible`): their parameter
@@ -447,6 +451,7 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
 
     def hook(module, inputs, output):
         records.append((module, inputs[0], output))
+        return output.clone()  # what follows (an in-place activation) changes the copy, not the recorded output
 
     handles = [mod.register_forward_hook(hook) for mod in model.modules()
                if isinstance(mod, (nn.Linear, StackedLinear, Modulation) + _CONVS)]

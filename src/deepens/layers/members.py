@@ -31,8 +31,8 @@ from .distributions import Distribution
 from .parameterized import scaled_bias, scaled_weight
 from .recompute import lean_active, remember
 
-__all__ = ["MemberContext", "STRATEGIES", "stacked_strategy", "StackedLinear", "StackedConv", "StackedBatchNorm", "SharedBatchNorm", "Modulation",
-           "Tile", "ModulatedReadout"]
+__all__ = ["MemberContext", "STRATEGIES", "stacked_strategy", "StackedLinear", "StackedConv", "StackedBatchNorm",
+           "SharedBatchNorm", "Modulation", "Tile", "ModulatedReadout"]
 
 
 class MemberContext:
@@ -285,7 +285,7 @@ class StackedConv(_Stacked):
             ws = w.reshape((m, c_out) + tuple(w.shape[1:])).unbind(0)
             bs = b.reshape(m, c_out).unbind(0) if b is not None else (None,) * m
             y = torch.stack([conv(xi, wi, bi, self.stride, padding, self.dilation, self.groups)
-                             for xi, wi, bi in zip(_member_slices(x, m), ws, bs)])
+                             for xi, wi, bi in zip(_member_slices(x, m), ws, bs, strict=True)])
             return y.reshape((y.shape[0] * y.shape[1],) + tuple(y.shape[2:]))
         else:
             batch = x.shape[0] // m

@@ -43,9 +43,10 @@ def _inputs(probs, labels) -> tuple[torch.Tensor, torch.Tensor]:
 def _binned(conf: torch.Tensor, hit: torch.Tensor, index: torch.Tensor, bins: int):
     """Per-bin counts, confidence sums and hit sums (..., bins)."""
     shape = (*conf.shape[:-1], bins)
-    count = torch.zeros(shape, dtype=torch.float64).scatter_add_(-1, index, torch.ones_like(conf))
-    conf_sum = torch.zeros(shape, dtype=torch.float64).scatter_add_(-1, index, conf)
-    hit_sum = torch.zeros(shape, dtype=torch.float64).scatter_add_(-1, index, hit)
+    zeros = torch.zeros(shape, dtype=torch.float64, device=conf.device)
+    count = zeros.clone().scatter_add_(-1, index, torch.ones_like(conf))
+    conf_sum = zeros.clone().scatter_add_(-1, index, conf)
+    hit_sum = zeros.scatter_add_(-1, index, hit)
     return count, conf_sum, hit_sum
 
 
@@ -72,7 +73,7 @@ def reliability(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:
     nan = torch.full_like(count, float("nan"))
     return {"count": count, "confidence": torch.where(count > 0, conf_sum / safe, nan),
             "accuracy": torch.where(count > 0, hit_sum / safe, nan),
-            "edges": torch.linspace(0, 1, bins + 1, dtype=torch.float64)}
+            "edges": torch.linspace(0, 1, bins + 1, dtype=torch.float64, device=conf.device)}
 
 
 def expected_calibration_error(probs, labels, *, bins: int = 15) -> torch.Tensor:
@@ -102,12 +103,13 @@ def calibration_metrics(probs, labels, *, bins: int = 15, metrics=METRICS) -> di
             out["accuracy"] = right.sum(-1).double() / n  # an exact count
     if "ece" in wanted or "mce" in wanted:
         index = _width_index(conf, bins)
-        gap = torch.zeros((*conf.shape[:-1], bins), dtype=torch.float64).scatter_add_(-1, index, right.double().sub_(conf))
+        gap = torch.zeros((*conf.shape[:-1], bins), dtype=torch.float64, device=conf.device).scatter_add_(
+            -1, index, right.double().sub_(conf))
         if "ece" in wanted:
             out["ece"] = gap.abs().sum(-1) / n
         if "mce" in wanted:
-            count = torch.zeros_like(gap).scatter_add_(-1, index, torch.ones((), dtype=torch.float64).expand(
-                index.shape))
+            ones = torch.ones((), dtype=torch.float64, device=conf.device).expand(index.shape)
+            count = torch.zeros_like(gap).scatter_add_(-1, index, ones)
             out["mce"] = torch.where(count > 0, gap.abs() / count.clamp_min(1), torch.zeros_like(gap)).max(-1).values
     if "adaptive_ece" in wanted:
         order = torch.argsort(conf, dim=-1, stable=True)  # equal mass: ranks split into `bins` groups
