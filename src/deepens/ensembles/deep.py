@@ -105,7 +105,7 @@ class DeepEnsemble(Ensemble):
         has hooks (they would not see the members' passes)."""
         strategy = self.conv_strategy
         wanted = strategy == "chunks" or (strategy == "auto" and x.device.type == "cpu" and self._structure()[1])
-        if not wanted or self.members == 1 or torch._C._are_functorch_transforms_active():
+        if not wanted or torch._C._are_functorch_transforms_active():
             return False
         return not any(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks
                        or mod._backward_pre_hooks for mod in self.net.modules())
@@ -118,24 +118,30 @@ class DeepEnsemble(Ensemble):
     def _synced_template(self) -> nn.Module:
         """The reference network's template with the current state of ``net``'s modules: every module's training
         flag, the plain settings (dropout rates, ...) of the others, and the stacked layers' momentum, eps and
-        scales."""
+        scales. Which attributes to copy is worked out once per set of modules."""
         template = self._template
+        modules = tuple(self.net.named_modules())
+        key = (id(template),) + tuple(id(mod) for _, mod in modules)
+        cached = self.__dict__.get("_template_sync")
+        if cached is None or cached[0] != key:
+            targets, pairs = set(self._targets), []
+            for path, module in modules[1:]:
+                try:
+                    twin = template.get_submodule(path)
+                except AttributeError:
+                    continue
+                names = ("momentum", "eps", "weight_scale", "bias_scale") if path in targets else [
+                    k for k, v in vars(module).items()
+                    if not k.startswith("_") and isinstance(v, (bool, int, float, str, tuple, type(None)))]
+                pairs.append((module, twin, [n for n in names if n in vars(module) and n in vars(twin)]))
+            cached = (key, pairs)
+            self.__dict__["_template_sync"] = cached
         template.training = self.net.training
-        targets = set(self._targets)
-        for path, module in self.net.named_modules():
-            if not path:
-                continue
-            try:
-                twin = template.get_submodule(path)
-            except AttributeError:
-                continue
-            twin.training = module.training
-            names = ("momentum", "eps", "weight_scale", "bias_scale") if path in targets else [
-                k for k, v in vars(module).items()
-                if not k.startswith("_") and isinstance(v, (bool, int, float, str, tuple, type(None)))]
+        for module, twin, names in cached[1]:  # plain attributes: written into the modules' __dict__ directly
+            state, source = twin.__dict__, module.__dict__
+            state["training"] = source["training"]
             for name in names:
-                if name in vars(module) and name in vars(twin):
-                    setattr(twin, name, getattr(module, name))
+                state[name] = source[name]
         return template
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,7 +183,7 @@ class DeepEnsemble(Ensemble):
         finally:
             for holder, name, value in originals:
                 holder[name] = value
-        return torch.cat(outs)
+        return torch.cat(outs) if m > 1 else outs[0]
 
     def member(self, index: int) -> nn.Module:
         """Member ``index`` as a plain module of the reference network's class, with its weights."""
