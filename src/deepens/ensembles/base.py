@@ -40,7 +40,8 @@ class Ensemble(nn.Module):
     #: cheap to recompute (modulated copies, re-laid-out batches, tiled inputs) are recomputed in the backward
     #: pass instead of kept; outputs and gradients are bit-for-bit the same. ``"auto"`` (the default) is lean for
     #: networks with convolutions or a folded input of at least 2^20 numbers — where activations weigh — and
-    #: plain for small dense networks, where the bookkeeping would cost more time than the memory is worth;
+    #: plain for small dense networks, where the bookkeeping would cost more time than the memory is worth, and for
+    #: a DeepEnsemble run member by member (``conv_strategy``), which re-lays nothing out;
     #: True / False force it on or off for an instance.
     lean: bool | str = "auto"
     #: How stacked convolutions and batch norms compute the members (``deepens.layers.members.STRATEGIES``):
