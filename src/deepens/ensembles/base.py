@@ -45,8 +45,9 @@ class Ensemble(nn.Module):
     #: True / False force it on or off for an instance.
     lean: bool | str = "auto"
     #: How stacked convolutions and batch norms compute the members (``deepens.layers.members.STRATEGIES``):
-    #: ``"auto"`` (per-member calls on the member-major batch on the CPU, one grouped call elsewhere),
-    #: ``"grouped"`` or ``"members"`` to force one. The results are the same up to float summation order.
+    #: ``"auto"`` (on the CPU a DeepEnsemble of a convolutional network runs its members one at a time, other
+    #: stacked layers call each member's slice; elsewhere one grouped call), or ``"grouped"``, ``"members"``,
+    #: ``"chunks"`` to force one. The results are the same up to float summation order.
     conv_strategy: str = "auto"
 
     def __init__(self, members: int) -> None:
