@@ -51,9 +51,10 @@ def _binned(conf: torch.Tensor, hit: torch.Tensor, index: torch.Tensor, bins: in
 
 
 def _top1(p: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top-1 confidence and whether it is right, float64 (the maximum is taken in p's own dtype: exact)."""
+    """The top-1 confidence in float64 (the maximum is taken in p's own dtype: exact) and whether the top-1 class
+    (the first largest probability, as argmax) is the label (bool)."""
     conf, pred = p.max(-1)
-    return conf.double(), (pred == y).double()
+    return conf.double(), pred == y
 
 
 def _width_index(conf: torch.Tensor, bins: int) -> torch.Tensor:
@@ -67,8 +68,8 @@ def reliability(probs, labels, *, bins: int = 15) -> dict[str, torch.Tensor]:
     empty bins), and the bin ``edges``; shapes (..., bins) and (bins + 1,)."""
     bins = check_int("bins", bins, minimum=1)
     p, y = _inputs(probs, labels)
-    conf, hit = _top1(p, y)
-    count, conf_sum, hit_sum = _binned(conf, hit, _width_index(conf, bins), bins)
+    conf, right = _top1(p, y)
+    count, conf_sum, hit_sum = _binned(conf, right.double(), _width_index(conf, bins), bins)
     safe = count.clamp_min(1)
     nan = torch.full_like(count, float("nan"))
     return {"count": count, "confidence": torch.where(count > 0, conf_sum / safe, nan),
@@ -97,8 +98,7 @@ def calibration_metrics(probs, labels, *, bins: int = 15, metrics=METRICS) -> di
     n, classes = p.shape[-2], p.shape[-1]
     out: dict[str, torch.Tensor] = {}
     if {"accuracy", "ece", "mce", "adaptive_ece"} & set(wanted):
-        top, pred = p.max(-1)
-        conf, right = top.double(), pred == y
+        conf, right = _top1(p, y)
         if "accuracy" in wanted:
             out["accuracy"] = right.sum(-1).double() / n  # an exact count
     if "ece" in wanted or "mce" in wanted:
