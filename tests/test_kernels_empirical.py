@@ -254,6 +254,21 @@ def test_frozen_weights_and_biases_do_not_enter_the_structured_kernel():
                 assert torch.allclose(got, ref, atol=1e-12 * float(ref.abs().max()), rtol=0), method
 
 
+def test_symmetric_kernels_built_in_several_blocks_equal_the_panel_computation():
+    """Enough inputs × outputs for the block-symmetric Grams to use several blocks (structured: rows ≥ 128;
+    member-by-member Jacobian method: rows ≥ 320), against input panels (chunk_size), full mode."""
+    torch.manual_seed(0)
+    for model, x in ((d.DeepEnsemble(d.MLP(4, [6], 5), 2, seed=0).double(), torch.randn(70, 4, dtype=torch.float64)),
+                     (d.BatchEnsemble(nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 5)),
+                                      2, seed=0).double(), torch.randn(40, 2, 6, dtype=torch.float64))):
+        ref = ensemble_ntk(model, x, mode="full", method="jacobian", chunk_size=16)
+        for method in ("jacobian", "structured"):
+            got = ensemble_ntk(model, x, mode="full", method=method)
+            for part in ("common", "individual"):
+                diff = float((getattr(got, part) - getattr(ref, part)).abs().max())
+                assert diff <= 1e-12 * float(ref.total().abs().max()), (type(model).__name__, method, part, diff)
+
+
 def test_the_cheaper_convolution_rule_is_chosen():
     from deepens.kernels.empirical import _conv_rule
 

@@ -497,9 +497,7 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
     right = slice(n1, n) if x2 is not None else slice(0, n)
 
     symmetric = full and x2 is None  # the individual kernel is symmetric: its upper blocks of samples suffice
-    parts = max(1, min(8, n, n * c // 64))  # sample blocks of ≥ 64 rows (measured best for these Grams)
-    edges = [round(i * n / parts) for i in range(parts + 1)]
-    blocks = [slice(edges[i], edges[i + 1]) for i in range(parts)]
+    blocks = _blocks(n, max(1, min(8, n, n * c // 64)))  # samples in blocks of ≥ 64 rows (measured best here)
 
     def gram(gs: torch.Tensor, members_cross: bool) -> torch.Tensor:
         """Σ_w gs[α, x, i, w] gs[β, x′, j, w] for the output pairs (i, j) the mode needs, from (M, N, C, W): each
@@ -587,13 +585,12 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
                                padding=padding, stride=stride)  # (M·N, C_in·k, P)
             signals = torch.stack([gi.detach().reshape(gi.shape[0], gi.shape[1], -1) for gi in g], dim=1)
             # (M·N, C, C_out, P)
-            if not weight_scale:
-                pass
-            elif own and _conv_rule(c, m, n1, n2, patches.shape[2], patches.shape[1], signals.shape[2],
-                                    mode) == "positions":
+            rule = _conv_rule(c, m, n1, n2, patches.shape[2], patches.shape[1], signals.shape[2], mode) if own \
+                else "patches"
+            if weight_scale and rule == "positions":
                 gram_w = _positions_gram(signals, patches, m, n, n1, right, mode)
                 individual.add_(gram_w.permute(0, 1, 3, 2, 4) if full else gram_w, alpha=weight_scale**2)
-            else:  # per-example Jacobians Σ_p g_p ⊗ patch_p, (M·N, C, C_out·C_in·k), as one batched matmul
+            elif weight_scale:  # per-example Jacobians Σ_p g_p ⊗ patch_p, (M·N, C, C_out·C_in·k), one batched matmul
                 jac = torch.bmm(signals.reshape(m * n, -1, signals.shape[-1]), patches.transpose(1, 2))
                 accumulate(jac.reshape(m, n, c, -1), own, [(None, weight_scale**2)])
             if has_bias:
@@ -625,18 +622,21 @@ def _symmetric_gram(rows: torch.Tensor) -> torch.Tensor:
     """rows @ rowsᵀ of (B, R, W) from the blocks on and above the diagonal (up to 8 × 8 blocks of ≥ 160 rows: up
     to 44 % fewer multiply-adds than the full product); the blocks below are their transposes."""
     r = rows.shape[1]
-    parts = max(1, min(8, r // 160))  # blocks of ≥ 160 rows keep the matmuls efficient (measured)
-    edges = [round(i * r / parts) for i in range(parts + 1)]
+    blocks = _blocks(r, max(1, min(8, r // 160)))  # blocks of ≥ 160 rows keep the matmuls efficient (measured)
     out = rows.new_empty((rows.shape[0], r, r))
-    for i in range(parts):
-        a = slice(edges[i], edges[i + 1])
-        for j in range(i, parts):
-            b = slice(edges[j], edges[j + 1])
+    for i, a in enumerate(blocks):
+        for b in blocks[i:]:
             block = torch.bmm(rows[:, a], rows[:, b].transpose(1, 2))
             out[:, a, b] = block
-            if j != i:
+            if b != a:
                 out[:, b, a] = block.transpose(1, 2)
     return out
+
+
+def _blocks(count: int, parts: int) -> list[slice]:
+    """``count`` indices in ``parts`` consecutive blocks of near-equal size."""
+    edges = [round(i * count / parts) for i in range(parts + 1)]
+    return [slice(edges[i], edges[i + 1]) for i in range(parts)]
 
 
 def _conv_rule(c: int, m: int, n1: int, n2: int, p: int, k: int, c_out: int, mode: str) -> str:

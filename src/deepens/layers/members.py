@@ -279,14 +279,12 @@ class StackedConv(_Stacked):
             else:
                 xs = x.repeat((1, m) + (1,) * self.dims)
                 y = conv(xs, w, b, self.stride, padding, self.dilation, m * self.groups)
-        elif m == 1:  # one member (a chunk of one): its convolution, no copy
-            return conv(x, w, b, self.stride, padding, self.dilation, self.groups)
-        elif stacked_strategy(self.ctx, x) == "members":
+        elif m == 1 or stacked_strategy(self.ctx, x) == "members":  # one member alone: no copy at all
             ws = w.reshape((m, c_out) + tuple(w.shape[1:])).unbind(0)
             bs = b.reshape(m, c_out).unbind(0) if b is not None else (None,) * m
-            y = torch.stack([conv(xi, wi, bi, self.stride, padding, self.dilation, self.groups)
-                             for xi, wi, bi in zip(_member_slices(x, m), ws, bs, strict=True)])
-            return y.reshape((y.shape[0] * y.shape[1],) + tuple(y.shape[2:]))
+            ys = [conv(xi, wi, bi, self.stride, padding, self.dilation, self.groups)
+                  for xi, wi, bi in zip(_member_slices(x, m), ws, bs, strict=True)]
+            return ys[0] if m == 1 else torch.cat(ys)
         else:
             batch = x.shape[0] // m
             xs = remember(_batch_major(x, m), _batch_major, x, m)
@@ -366,11 +364,9 @@ class StackedBatchNorm(nn.Module):
         if m == 1 or stacked_strategy(self.ctx, x) == "members":  # running buffers updated through their rows
             rows = [None if t is None else t.unbind(0) for t in
                     (self.running_mean, self.running_var, self.weight, self.bias)]
-            if m == 1:
-                return F.batch_norm(x, *(None if r is None else r[0] for r in rows), use_batch, factor, self.eps)
-            return torch.stack([
-                F.batch_norm(xi, *(None if r is None else r[i] for r in rows), use_batch, factor, self.eps)
-                for i, xi in enumerate(_member_slices(x, m))]).reshape(x.shape)
+            ys = [F.batch_norm(xi, *(None if r is None else r[i] for r in rows), use_batch, factor, self.eps)
+                  for i, xi in enumerate(_member_slices(x, m))]
+            return ys[0] if m == 1 else torch.cat(ys)
         xs = remember(_batch_major(x, m), _batch_major, x, m)
         y = F.batch_norm(
             xs,
