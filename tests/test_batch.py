@@ -192,3 +192,54 @@ def test_first_k_members_of_batch_ensemble():
     ens = d.BatchEnsemble(net, 5, seed=0)
     x = torch.randn(2, 1, 8, 8)
     assert torch.allclose(ens.first(3)(x), ens(x)[:3], atol=1e-6)
+
+
+def _bn_cnn():
+    return torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.Conv2d(4, 6, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(6, 3))
+
+
+STRATEGY_CASES = {
+    "convnet": lambda: d.BatchEnsemble(d.ConvNet(2, 5, width=0.125), M, seed=1),
+    "bn-edges": lambda: d.BatchEnsemble(_bn_cnn(), M, seed=2, modulate_input=True, modulate_output=True),
+    "mc-dropout-resampled": lambda: d.MCDropout(_bn_cnn(), M, seed=3, resample=True),
+    # a trained u with exact zeros (the fused chain runs its modules plainly) and a v with a zero channel
+    "zeros": lambda: d.BatchEnsemble(_bn_cnn(), M, u="bernoulli:0.5", v="bernoulli:0.7", seed=4),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRATEGY_CASES))
+@pytest.mark.parametrize("per_member", [False, True])
+def test_every_strategy_and_memory_mode_computes_the_same_numbers(case, per_member):
+    """Members one at a time ('chunks'), per-member slices ('members') and one grouped call ('grouped'), each with
+    the lean (fused modulated ReLU, saving its output alone) and the plain graph: the same outputs, gradients,
+    batch-norm buffers and mask draws (float64)."""
+    torch.manual_seed(5)
+    base = STRATEGY_CASES[case]().double()
+    x = torch.randn(((M,) if per_member else ()) + (3, 2, 8, 8), dtype=torch.float64)
+    if case == "zeros":
+        assert any(bool((mod.values == 0).any()) for mod in base.modulations().values())
+    results = {}
+    for strategy in ("grouped", "members", "chunks"):
+        for lean in (False, True):
+            ens = __import__("copy").deepcopy(base)
+            ens.conv_strategy, ens.lean = strategy, lean
+            outs, grads = [], {}
+            for _ in range(2):  # twice: resampled masks and running statistics move on
+                out = ens(x)
+                (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
+                outs.append(out.detach())
+            grads = {n: p.grad.clone() for n, p in ens.named_parameters()}
+            buffers = {n: b.clone() for n, b in ens.named_buffers()}
+            results[strategy, lean] = (outs, grads, buffers)
+    ref_outs, ref_grads, ref_buffers = results["grouped", False]
+    scale = max(float(g.abs().max()) for g in ref_grads.values())
+    for key, (outs, grads, buffers) in results.items():
+        for a, b in zip(outs, ref_outs, strict=True):
+            assert torch.allclose(a, b, rtol=0, atol=1e-12), key
+        assert grads.keys() == ref_grads.keys()
+        for name in grads:
+            assert torch.allclose(grads[name], ref_grads[name], rtol=1e-10, atol=1e-12 * scale), (key, name)
+        for name in buffers:
+            assert torch.allclose(buffers[name].double(), ref_buffers[name].double(), rtol=0, atol=1e-12), (key, name)

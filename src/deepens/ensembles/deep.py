@@ -63,6 +63,7 @@ class DeepEnsemble(Ensemble):
     """
 
     kind = "deep"
+    _chunkable = True
 
     def __init__(
         self, net: nn.Module | Callable[[], nn.Module], members: int, *, seed: int | None = None
@@ -99,19 +100,8 @@ class DeepEnsemble(Ensemble):
     def _is_individual(self, name: str) -> bool:
         return True
 
-    def _chunked(self, x: torch.Tensor) -> bool:
-        """Whether this forward runs the members one at a time (``conv_strategy`` ``"chunks"``, or ``"auto"`` for a
-        convolutional network on the CPU); never under ``torch.func`` transforms, nor when a module of ``net``
-        has hooks (they would not see the members' passes)."""
-        strategy = self.conv_strategy
-        wanted = strategy == "chunks" or (strategy == "auto" and x.device.type == "cpu" and self._structure()[1])
-        if not wanted or torch._C._are_functorch_transforms_active():
-            return False
-        return not any(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks
-                       or mod._backward_pre_hooks for mod in self.net.modules())
-
     def _lean_now(self, x: torch.Tensor) -> bool:
-        if self.lean == "auto" and self._chunked(x):
+        if self.lean == "auto" and self.ctx.chunked:
             return False  # one member at a time re-lays nothing out: nothing to recompute
         return super()._lean_now(x)
 
@@ -146,7 +136,7 @@ class DeepEnsemble(Ensemble):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.members
-        if not self._chunked(x):
+        if not self.ctx.chunked:
             return self.net(x)
         # the members one at a time through the reference network (each member's activations stay in cache from
         # one layer to the next, as in a loop over separate networks): its parameters are the stacked ones split
@@ -172,18 +162,7 @@ class DeepEnsemble(Ensemble):
             if name not in holder:  # a plain tensor attribute of the reference network (a buffer once traced)
                 return self.net(x)
             slots.append((values, holder, name))
-        originals = [(holder, name, holder[name]) for _, holder, name in slots]
-        batch = None if self.ctx.shared else x.shape[0] // m
-        outs = []
-        try:  # the tensors put in place directly: torch.func.functional_call costs ~0.2 ms a call here
-            for a in range(m):
-                for values, holder, name in slots:
-                    holder[name] = values[a]
-                outs.append(template(x if batch is None else x[a * batch: (a + 1) * batch]))
-        finally:
-            for holder, name, value in originals:
-                holder[name] = value
-        return torch.cat(outs) if m > 1 else outs[0]
+        return self._run_members(template, x, slots)
 
     def member(self, index: int) -> nn.Module:
         """Member ``index`` as a plain module of the reference network's class, with its weights."""

@@ -1,10 +1,10 @@
 """The lean training graph of a BatchEnsemble: x = u ⊙ ReLU(v ⊙ z) (EE Eq. 1) of a convolution as one operation.
 
-Plain autograd runs the three operations of a modulated convolutional layer apart; its backward needs φ(v ⊙ z)
-(recomputed in a lean forward), the incoming gradient and the gradient it produces, three activation-sized
-tensors at once where a single ReLU needs two. :class:`ModulatedReLU` keeps z alone and computes the backward
-in one working buffer — v ⊙ z → ReLU → ⊙ g, summed: ∂u → overwritten by ∂h = g ⊙ u → masked → ∂v (batched dot
-products with z) → ⊙ v: ∂z — so a BatchEnsemble's training step peaks where a deep ensemble's does.
+Plain autograd runs the three operations of a modulated convolutional layer apart and keeps their operands: z,
+v ⊙ z (or its ReLU) and the modulated output, three activation-sized tensors where a deep ensemble's ReLU keeps
+one. :class:`ModulatedReLU` keeps only its output x — which the next layer keeps anyway — reads the ReLU's mask,
+h and z back from x, and computes the backward in one working buffer (u ⊙ x → masked by ∂x → ⊙ u: ∂a, batched
+dot products with x: ∂v → ⊙ v: ∂z), so a BatchEnsemble keeps and peaks what a deep ensemble does.
 
 :func:`lean_graph` rewrites a copy of the ensemble's torch.fx graph, replacing each chain (v modulation →) ReLU
 (→ u modulation) on channels by a :class:`FusedModulation` node that calls the same modules; the ensemble runs it
@@ -40,73 +40,77 @@ def _forward_value(z: torch.Tensor, v: torch.Tensor | None, u: torch.Tensor | No
     return out
 
 
+def _nonzero(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with its zeros replaced by ones (a divisor whose zero entries divide zeros)."""
+    return torch.where(t == 0, torch.ones((), dtype=t.dtype, device=t.device), t)
+
+
 class ModulatedReLU(torch.autograd.Function):
-    """x = u ⊙ ReLU(v ⊙ z) per member and channel on (M, B, C, S); v or u may be None. Saves z, v, u only."""
+    """x = u ⊙ ReLU(v ⊙ z) per member and channel on (M, B, C, S); v or u may be None.
+
+    Saves its output x (and the (M, C) values u, v) only: the tensor the next layer — a convolution, a pooling —
+    keeps anyway, so the chain keeps nothing of its own, as a plain ReLU (which saves its output) does. The
+    backward reads everything from x: with h = ReLU(a), a = v ⊙ z, x = u ⊙ h, so a > 0 exactly where u ⊙ x > 0,
+    ∂u = Σ g ⊙ h = (Σ g ⊙ x) / u, ∂a = 1[a > 0] ⊙ g ⊙ u, and wherever ∂a ≠ 0, z = x / (u v), so ∂v = Σ ∂a ⊙ z =
+    (Σ ∂a ⊙ x) / (u v) per channel (zero where u v = 0: there ∂a = 0); ∂z = ∂a ⊙ v. ∂a and ∂z are the plain
+    graph's numbers bit for bit (the same products, masked alike); ∂u, ∂v the same sums divided once per channel.
+    ∂u needs u ≠ 0 (:class:`FusedModulation` runs the plain modules when a trained u has a zero)."""
 
     @staticmethod
     def forward(ctx, z, v, u):
-        ctx.save_for_backward(z, v, u)
-        return _forward_value(z, v, u)
+        out = _forward_value(z, v, u)
+        ctx.save_for_backward(out, v, u)
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        z, v, u = ctx.saved_tensors
+        x, v, u = ctx.saved_tensors
         need_z, need_v, need_u = ctx.needs_input_grad
+        uc, vc = _channel(u), _channel(v)
         if torch.is_grad_enabled():  # create_graph=True: the same formulas out of place, differentiable again
-            a = z * _channel(v) if v is not None else z
-            h = torch.relu(a)
+            h = x / _nonzero(uc) if u is not None else x  # x = 0 where u = 0
             grad_u = (g * h).sum((1, 3)) if u is not None and need_u else None
-            grad_a = (g * _channel(u) if u is not None else g) * (a > 0)
-            grad_v = (grad_a * z).sum((1, 3)) if v is not None and need_v else None
-            grad_z = grad_a * _channel(v) if v is not None else grad_a
+            grad_a = (g * uc if u is not None else g) * (h > 0)
+            grad_v = (grad_a * h).sum((1, 3)) / _nonzero(v) if v is not None and need_v else None
+            grad_z = grad_a * vc if v is not None else grad_a
             return (grad_z if need_z else None), grad_v, grad_u
-        work = z * _channel(v) if v is not None else z.clone()  # the pre-activation a = v ⊙ z
-        # g in (M, B, C, S) layout and dtype: h = ReLU(a) stays in the buffer (h > 0 exactly where a > 0), ∂u is
-        # a batched dot product with g and ∂a one fused ReLU backward in place; otherwise (expanded gradients of a
-        # mean pool, autocast's mixed dtypes) the same values through a boolean mask
-        fast = g.is_contiguous() and g.shape == work.shape and g.dtype == work.dtype
-        dead = None if fast else work <= 0  # where the ReLU is flat
-        work.relu_()
-        grad_u = None
-        if u is not None and need_u:
-            if fast:
-                grad_u = channel_dots(work, g, u.dtype)
-            else:
-                work.mul_(g)  # h ⊙ g in place: whatever g's layout (pooling gives expanded gradients)
-                grad_u = work.sum((1, 3)).to(u.dtype)
+        grad_u = channel_dots(x, g, u.dtype) / u if u is not None and need_u else None
         if not (need_z or need_v):
             return None, None, grad_u
-        if fast:  # ∂a = 1[h > 0] ⊙ g ⊙ u
-            torch.ops.aten.threshold_backward.grad_input(g, work, 0, grad_input=work)
-            if u is not None:
-                work.mul_(_channel(u))
+        # ∂a in one working buffer: a mask source (u ⊙ x = u² h, > 0 exactly where a > 0), masked in place by one
+        # fused ReLU backward when g has its shape and dtype (whatever its strides: a mean pool's gradient is an
+        # expanded tensor), then ⊙ u, ⊙ v; under autocast's mixed dtypes the same values out of place
+        fast = g.shape == x.shape and g.dtype == x.dtype
+        if u is None:
+            work = torch.ops.aten.threshold_backward(g, x, 0) if fast else torch.where(x > 0, g, 0)
         else:
-            # ∂h = g ⊙ u, written over the working buffer when the dtypes allow (autocast may mix them)
-            if u is not None and work.dtype == torch.result_type(g, u):
-                torch.mul(g, _channel(u), out=work)
-            elif u is not None:
-                work = g * _channel(u)
-            elif work.dtype == g.dtype:
-                work.copy_(g)
+            work = x * uc
+            if fast:
+                torch.ops.aten.threshold_backward.grad_input(g, work, 0, grad_input=work)
             else:
-                work = g.clone()
-            work.masked_fill_(dead, 0.0)  # ∂a (in place: a float copy of the mask would cost a whole buffer)
-        grad_v = channel_dots(work, z, v.dtype) if v is not None and need_v else None
+                work = torch.where(work > 0, g, 0)
+            work.mul_(uc)
+        grad_v = None
+        if v is not None and need_v:
+            grad_v = channel_dots(work, x, v.dtype) / _nonzero(v * u if u is not None else v)
         grad_z = None
         if need_z:
-            grad_z = work.mul_(_channel(v)) if v is not None else work
+            grad_z = work.mul_(vc) if v is not None else work
         return grad_z, grad_v, grad_u
 
 
 class FusedModulation(nn.Module):
     """One (v modulation →) ReLU (→ u modulation) chain of a BatchEnsemble as :class:`ModulatedReLU`; calls
-    the same modulation modules (their values, their redraws) as the plain graph."""
+    the same modulation modules (their values, their redraws) as the plain graph, and runs them plainly when a
+    trained u has an exact zero (its gradient needs ReLU(v ⊙ z) there, which the output hides)."""
 
     def __init__(self, v: Modulation | None, u: Modulation | None) -> None:
         super().__init__()
         self.v, self.u = v, u
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.u is not None and self.u.values.requires_grad and not bool((self.u.values != 0).all()):
+            return self.u(torch.relu(self.v(z) if self.v is not None else z))
         values = []
         for mod in (self.v, self.u):
             if mod is not None and mod.resample:
@@ -116,7 +120,9 @@ class FusedModulation(nn.Module):
         m, c = (v if v is not None else u).shape
         z4 = z.reshape(m, -1, c, math.prod(z.shape[2:]))
         out = ModulatedReLU.apply(z4, v, u)
-        remember(out, _forward_value, z4, v, u)  # the next layer keeps z (saved here), not its input
+        # x is kept (by this chain and the next layer) unless z is cheaper to keep: a tiled shared first-layer
+        # output, whose recipe holds the shared batch alone (deepens.layers.recompute weighs it)
+        remember(out, _forward_value, z4, v, u)
         return out.reshape(z.shape)
 
 

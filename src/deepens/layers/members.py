@@ -43,17 +43,19 @@ class MemberContext:
         self.shared = False  # the current input is one batch shared by all members
         self.mode = "members"  # "members" or "mean" (LLD single-pass inference, EE Eq. 65)
         self.strategy = "auto"  # how stacked convolutions and norms compute: see ``stacked_strategy``
+        self.chunked = False  # this call runs the members one at a time (the "chunks" strategy)
 
 
 #: How stacked convolutions and batch norms compute their M members (``Ensemble.conv_strategy``):
 #: ``"grouped"`` — one grouped convolution / one norm over the batch-major layout (B, M·C, ...), which costs a copy of
 #: the input and of the output each way; ``"members"`` — one call per member on its slice of the member-major batch
-#: (M·B, C, ...) (no copy in, one stack out); ``"chunks"`` — a DeepEnsemble runs its members one at a time through
-#: the whole network (the schedule of a loop over separate networks: each member's activations stay in cache from
-#: one layer to the next; other ensembles treat it as ``"members"``); ``"auto"`` — on the CPU ``"chunks"`` for a
-#: DeepEnsemble of a convolutional network and ``"members"`` otherwise (oneDNN runs a grouped convolution group by
-#: group anyway, so the copies are pure cost: measured in ``benchmarks``), ``"grouped"`` elsewhere (one kernel
-#: launch for all members on a GPU).
+#: (M·B, C, ...) (no copy in, one stack out); ``"chunks"`` — a DeepEnsemble, BatchEnsemble or MC-dropout ensemble runs
+#: its members one at a time through the whole network (the schedule of a loop over separate networks: each member's
+#: activations stay in cache from one layer to the next, and the backward pass holds one member's temporaries at a
+#: time; a last-layer-dropout ensemble treats it as ``"members"``); ``"auto"`` — on the CPU ``"chunks"`` for a
+#: convolutional DeepEnsemble, and for a convolutional BatchEnsemble once a member's batch holds 2^16 input numbers,
+#: ``"members"`` otherwise (oneDNN runs a grouped convolution group by group anyway, so the copies are pure cost:
+#: measured in ``benchmarks``), ``"grouped"`` elsewhere (one kernel launch for all members on a GPU).
 STRATEGIES = ("auto", "grouped", "members", "chunks")
 
 
