@@ -490,10 +490,12 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
     has_common = any(not isinstance(mod, Modulation) and not (isinstance(mod, (StackedLinear, StackedConv)) or (
         is_ensemble and id(mod.weight) not in shared_ids)) for mod, _, _ in active)
     full = mode == "full"
-    # full mode accumulates in the layout the Gram matmuls produce, (M, N1, C, N2, C) and (M, M, N1, C, N2, C),
-    # and is permuted to the (..., N1, N2, C, C) of EnsembleNTK once at the end
-    common = _common_zeros(has_common, (m, m, n1, c, n2, c) if full else (m, m, n1, n2) + tail, dtype, out.device)
-    individual = torch.zeros((m, n1, c, n2, c) if full else (m, n1, n2) + tail, dtype=dtype, device=out.device)
+    common = _common_zeros(has_common, (m, m, n1, n2) + tail, dtype, out.device)
+    individual = torch.zeros((m, n1, n2) + tail, dtype=dtype, device=out.device)
+    # the kernels are held in EnsembleNTK's layout (..., N1, N2, C, C) and accumulated through views in the layout
+    # the Gram matmuls produce, (..., N1, C, N2, C): no permuted copy of the kernel at the end
+    acc_individual = individual.transpose(-3, -2) if full else individual
+    acc_common = common.transpose(-3, -2) if full else common
     right = slice(n1, n) if x2 is not None else slice(0, n)
 
     symmetric = full and x2 is None  # the individual kernel is symmetric: its upper blocks of samples suffice
@@ -524,36 +526,41 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
 
     def accumulate(gs: torch.Tensor, own: bool, terms: list[tuple[torch.Tensor | None, float]]) -> None:
         """(individual if own else common) += Σ scale · factor ⊙ Gram(gs) over ``terms`` (factor: an input Gram, or
-        None for 1). An own symmetric full Gram (x2 = x1) is formed and added only in the blocks on and above the
-        diagonal of ``blocks`` (up to 44 % fewer multiply-adds); the blocks below are filled from
-        them once, at the end."""
-        target = individual if own else common
+        None for 1), in one pass over the kernel (the terms' factors summed first). An own symmetric full Gram
+        (x2 = x1) is formed and added only in the blocks on and above the diagonal of ``blocks`` (up to 44 % fewer
+        multiply-adds); the blocks below are filled from them once, at the end."""
+        target = acc_individual if own else acc_common
+        factor = None  # Σ scale · factor (an input Gram, broadcast), or the scalar Σ scale where no term has one
+        scalar = sum(scale for f, scale in terms if f is None)
+        for f, scale in terms:
+            if f is not None:
+                factor = f * scale if factor is None else factor.add_(f, alpha=scale)
+        if factor is not None and scalar:
+            factor.add_(scalar)
+
+        def add(view: torch.Tensor, k: torch.Tensor, part) -> None:
+            if factor is None:
+                view.add_(k, alpha=scalar)
+            else:
+                view.addcmul_(part, k)
+
         if own and symmetric:
             rows = gs.reshape(m, n * c, -1)
             for i, xa in enumerate(blocks):
                 for xb in blocks[i:]:
                     block = torch.bmm(rows[:, xa.start * c: xa.stop * c], rows[:, xb.start * c: xb.stop * c].mT)
                     block = block.reshape(m, xa.stop - xa.start, c, xb.stop - xb.start, c)
-                    view = target[:, xa, :, xb, :]
-                    for factor, scale in terms:
-                        if factor is None:
-                            view.add_(block, alpha=scale)
-                        else:
-                            view.addcmul_(factor[:, xa, xb].unsqueeze(-1).unsqueeze(-3), block, value=scale)
+                    part = None if factor is None else factor[:, xa, xb].unsqueeze(-1).unsqueeze(-3)
+                    add(target[:, xa, :, xb, :], block, part)
             return
-        k = gram(gs, not own)
-        for factor, scale in terms:
-            if factor is None:
-                target.add_(k, alpha=scale)
-            else:
-                target.addcmul_(expand(factor), k, value=scale)
+        add(target, gram(gs, not own), None if factor is None else expand(factor))
 
     def accumulate_identity(own: bool, terms: list[tuple[torch.Tensor | None, float]]) -> None:
         """The same for a layer whose output signals are the outputs themselves (a readout: g_i = e_i, so the
         signal Gram is δ_ij): onto the output diagonal only."""
         target = individual if own else common
         if full:
-            target = torch.diagonal(target, dim1=-3, dim2=-1)  # (..., N1, N2, C)
+            target = torch.diagonal(target, dim1=-2, dim2=-1)  # (..., N1, N2, C)
         for factor, scale in terms:
             value = torch.ones((), dtype=dtype, device=out.device) if factor is None else factor
             value = value * (scale * (c if mode == "trace" else 1))
@@ -589,7 +596,7 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
                 else "patches"
             if weight_scale and rule == "positions":
                 gram_w = _positions_gram(signals, patches, m, n, n1, right, mode)
-                individual.add_(gram_w.permute(0, 1, 3, 2, 4) if full else gram_w, alpha=weight_scale**2)
+                individual.add_(gram_w, alpha=weight_scale**2)
             elif weight_scale:  # per-example Jacobians Σ_p g_p ⊗ patch_p, (M·N, C, C_out·C_in·k), one batched matmul
                 jac = torch.bmm(signals.reshape(m * n, -1, signals.shape[-1]), patches.transpose(1, 2))
                 accumulate(jac.reshape(m, n, c, -1), own, [(None, weight_scale**2)])
@@ -610,11 +617,7 @@ def _structured_kernel(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | No
     if symmetric:  # the blocks below the diagonal from those above (only the upper ones were accumulated)
         for i, xa in enumerate(blocks):
             for xb in blocks[i + 1:]:
-                individual[:, xb, :, xa, :] = individual[:, xa, :, xb, :].permute(0, 3, 4, 1, 2)
-    if full:
-        individual = individual.permute(0, 1, 3, 2, 4).contiguous()
-        common = common.permute(0, 1, 2, 4, 3, 5).contiguous() if has_common else _common_zeros(
-            False, (m, m, n1, n2, c, c), dtype, out.device)
+                individual[:, xb, xa] = individual[:, xa, xb].permute(0, 2, 1, 4, 3)
     return EnsembleNTK(common, individual, _common_weight(gamma, m), mode)
 
 
