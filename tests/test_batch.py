@@ -194,8 +194,9 @@ def test_first_k_members_of_batch_ensemble():
     assert torch.allclose(ens.first(3)(x), ens(x)[:3], atol=1e-6)
 
 
-def _bn_cnn():
-    return torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+def _bn_cnn(momentum=0.1):
+    return torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4, momentum=momentum),
+                               torch.nn.ReLU(),
                                torch.nn.Conv2d(4, 6, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                torch.nn.Flatten(), torch.nn.Linear(6, 3))
 
@@ -203,7 +204,7 @@ def _bn_cnn():
 STRATEGY_CASES = {
     "convnet": lambda: d.BatchEnsemble(d.ConvNet(2, 5, width=0.125), M, seed=1),
     "bn-edges": lambda: d.BatchEnsemble(_bn_cnn(), M, seed=2, modulate_input=True, modulate_output=True),
-    "mc-dropout-resampled": lambda: d.MCDropout(_bn_cnn(), M, seed=3, resample=True),
+    "mc-dropout-resampled": lambda: d.MCDropout(_bn_cnn(momentum=None), M, seed=3, resample=True),
     # a trained u with exact zeros (the fused chain runs its modules plainly) and a v with a zero channel
     "zeros": lambda: d.BatchEnsemble(_bn_cnn(), M, u="bernoulli:0.5", v="bernoulli:0.7", seed=4),
 }
@@ -226,7 +227,8 @@ def test_every_strategy_and_memory_mode_computes_the_same_numbers(case, per_memb
             ens = __import__("copy").deepcopy(base)
             ens.conv_strategy, ens.lean = strategy, lean
             outs, grads = [], {}
-            for _ in range(2):  # twice: resampled masks and running statistics move on
+            for step in range(3):  # resampled masks and running statistics move on; then frozen statistics
+                ens.train(step < 2)
                 out = ens(x)
                 (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
                 outs.append(out.detach())
@@ -243,3 +245,52 @@ def test_every_strategy_and_memory_mode_computes_the_same_numbers(case, per_memb
             assert torch.allclose(grads[name], ref_grads[name], rtol=1e-10, atol=1e-12 * scale), (key, name)
         for name in buffers:
             assert torch.allclose(buffers[name].double(), ref_buffers[name].double(), rtol=0, atol=1e-12), (key, name)
+
+
+def test_auto_runs_a_convolutional_batch_ensemble_member_by_member_on_large_batches_only():
+    """'auto' on the CPU: one member at a time from 2^16 input numbers a member (shared or per-member batches), one
+    folded pass below, and never when a module of the network has hooks or under torch.func."""
+    from unittest import mock
+
+    ens = d.BatchEnsemble(_bn_cnn(), M, seed=0)
+    per_sample = 2 * 8 * 8
+    calls = []
+    with mock.patch.object(d.BatchEnsemble, "_run_members", autospec=True,
+                           side_effect=lambda self, *a: calls.append(1) or d.Ensemble._run_members(self, *a)):
+        for batch, per_member, chunked in ((2**16 // per_sample, False, True), (2**16 // per_sample - 1, False, False),
+                                           (2**16 // per_sample, True, True), (8, True, False)):
+            calls.clear()
+            shape = ((M,) if per_member else ()) + (batch, 2, 8, 8)
+            ens(torch.randn(shape))
+            assert bool(calls) == chunked, (batch, per_member)
+        calls.clear()
+        handle = ens.net.get_submodule("0").register_forward_hook(lambda *a: None)
+        ens(torch.randn(2**10, 2, 8, 8))
+        handle.remove()
+        ens.eval()
+        torch.func.vmap(ens)(torch.randn(1, 2**10, 2, 8, 8))
+        assert calls == []
+
+
+def test_a_failing_member_by_member_pass_restores_the_ensemble():
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 36, 3))
+    ens = d.MCDropout(net, M, seed=0, resample=True)
+    ens.conv_strategy = "chunks"
+    head, calls = ens.net.get_submodule("4"), []
+
+    def fails(x):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the second member fails")
+        return torch.nn.functional.linear(x, head.weight, head.bias)
+
+    head.forward = fails
+    before = {n: t for n, t in list(ens.named_parameters()) + list(ens.named_buffers())}
+    with pytest.raises(RuntimeError, match="second member"):
+        ens(torch.randn(3, 2, 8, 8))
+    after = {n: t for n, t in list(ens.named_parameters()) + list(ens.named_buffers())}
+    assert before.keys() == after.keys() and all(after[n] is before[n] for n in before)
+    assert ens.ctx.members == M and not ens.ctx.chunked and not ens.ctx.shared
+    assert all(mod.resample for mod in ens.modulations().values())
+    assert ens(torch.randn(3, 2, 8, 8)).shape == (M, 3, 3)

@@ -213,3 +213,79 @@ def test_under_another_saved_tensor_hook_or_torch_func_the_forward_is_plain():
             assert active and not nested
     with torch.no_grad(), lean() as active:
         assert not active
+
+
+class _Doubles(nn.Module):
+    def forward(self, x):
+        return x.mul_(2.0)  # a traced in-place method
+
+
+def _in_place_after_chain(kind: str) -> nn.Module:
+    after = {"dropout": nn.Dropout(0.5, inplace=True), "method": _Doubles()}[kind]
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), after,
+                         nn.Conv2d(6, 5, 3), nn.Flatten(), nn.Linear(5 * 36, 3))
+
+
+@pytest.mark.parametrize("kind", ["dropout", "method"])
+def test_a_chain_whose_output_changes_in_place_is_not_fused_and_gradients_stay_plain(kind):
+    """The fused chain keeps its output for the backward pass: an in-place module or method after it would change
+    what the backward reads, so such a chain stays unfused and the lean gradients equal the plain ones."""
+    from deepens.ensembles.fused import FusedModulation, lean_graph
+
+    ens = d.BatchEnsemble(_in_place_after_chain(kind), 3, seed=0).double()
+    gm = lean_graph(ens.net)
+    assert sum(isinstance(m, FusedModulation) for m in gm.modules()) == 1  # the first chain only
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    grads = {}
+    for lean_mode in (False, True):
+        model = copy.deepcopy(ens)
+        model.lean = lean_mode
+        torch.manual_seed(3)  # the same dropout mask
+        grads[lean_mode] = torch.autograd.grad(model(x).sin().sum(), list(model.parameters()))
+    for a, b in zip(grads[False], grads[True], strict=True):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+class _ChangesSaved(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3), nn.Linear(4 * 36, 2)
+
+    def forward(self, x):
+        h = (torch.tanh(self.conv(x)) + 1.0).flatten(1)  # no recipe: kept as it is
+        out = self.head(h)  # keeps h for its weight gradient
+        h.mul_(2.0)  # then h changes: plain autograd refuses the backward
+        return out
+
+
+def test_a_kept_tensor_changed_in_place_is_refused_as_plain_autograd_refuses_it():
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    for lean_mode in (False, True):
+        model = d.BatchEnsemble(_ChangesSaved(), 2, seed=0).double()
+        model.lean = lean_mode
+        model.conv_strategy = "members"
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            model(x).sum().backward()
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e-23), (torch.float16, 1e-3), (torch.bfloat16, 1e-20),
+                                          (torch.float64, 1e-150)])
+def test_the_fused_backward_keeps_tiny_modulations(dtype, scale):
+    """A modulation u near the bottom of the dtype's range: the fused backward's ReLU mask and ∂v are the plain
+    graph's (no product u², which would underflow), and a float16 chain keeps z (u ⊙ ReLU(a) would underflow)."""
+    from deepens.ensembles.fused import ModulatedReLU
+
+    torch.manual_seed(0)
+    z = (torch.rand(2, 4, 3, 5, dtype=torch.float64) + 0.1).to(dtype).requires_grad_()  # a > 0 everywhere
+    v = (torch.rand(2, 3, dtype=torch.float64) + 0.5).to(dtype).requires_grad_()
+    u = (torch.rand(2, 3, dtype=torch.float64) + 0.5)
+    u[:, 0] *= scale
+    u = u.to(dtype).requires_grad_()
+    g = torch.randn(2, 4, 3, 5, dtype=torch.float64).to(dtype)
+    fused = torch.autograd.grad(ModulatedReLU.apply(z, v, u), (z, v, u), g)
+    plain = torch.autograd.grad(torch.relu(z * v[:, None, :, None]) * u[:, None, :, None], (z, v, u), g)
+    assert torch.equal(fused[0], plain[0])  # ∂z bit for bit: the same mask and products
+    for a, b in zip(fused[1:], plain[1:], strict=True):
+        assert (a[:, 0] != 0).all()
+        assert torch.allclose(a.double(), b.double(), rtol=2e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-5,
+                              atol=0), (a, b)

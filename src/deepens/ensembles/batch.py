@@ -223,11 +223,13 @@ class BatchEnsemble(Ensemble):
                 for holder in (module._parameters, module._buffers):
                     slots += [(value.split(1), holder, name) for name, value in holder.items()
                               if value is not None and name != "draws"]
-        redrawn = [mod for mod in self.modulations().values() if mod.resample]
-        for mod in redrawn:
-            mod.redraw()
-            mod.resample = False
+        redrawn = []
         try:
+            for mod in self.modulations().values():
+                if mod.resample:
+                    mod.redraw()
+                    mod.resample = False
+                    redrawn.append(mod)
             return self._run_members(net, x, slots)
         finally:
             for mod in redrawn:

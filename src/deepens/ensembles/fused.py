@@ -2,9 +2,10 @@
 
 Plain autograd runs the three operations of a modulated convolutional layer apart and keeps their operands: z,
 v ⊙ z (or its ReLU) and the modulated output, three activation-sized tensors where a deep ensemble's ReLU keeps
-one. :class:`ModulatedReLU` keeps only its output x — which the next layer keeps anyway — reads the ReLU's mask,
-h and z back from x, and computes the backward in one working buffer (u ⊙ x → masked by ∂x → ⊙ u: ∂a, batched
-dot products with x: ∂v → ⊙ v: ∂z), so a BatchEnsemble keeps and peaks what a deep ensemble does.
+one. :class:`ModulatedReLU` keeps one: its output x — which the next layer keeps anyway — wherever it can (it
+reads the ReLU's mask, h and z back from x), else z; it computes the backward in one working buffer (mask source →
+masked by ∂x, batched dot products: ∂v → ⊙ u: ∂a → ⊙ v: ∂z), so a BatchEnsemble keeps and peaks what a deep
+ensemble does. A chain whose output something changes in place is not fused.
 
 :func:`lean_graph` rewrites a copy of the ensemble's torch.fx graph, replacing each chain (v modulation →) ReLU
 (→ u modulation) on channels by a :class:`FusedModulation` node that calls the same modules; the ensemble runs it
@@ -45,54 +46,77 @@ def _nonzero(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t == 0, torch.ones((), dtype=t.dtype, device=t.device), t)
 
 
+def _keeps_output(z: torch.Tensor, out: torch.Tensor, u: torch.Tensor | None) -> bool:
+    """Whether :class:`ModulatedReLU` keeps its output x rather than its input z: unless x is wider than z (autocast
+    promotes a bfloat16 z times float32 values: the next layer keeps its own cast of x, so x would be one more
+    tensor), float16 (u ⊙ ReLU(a) underflows there, and the ReLU's mask with it), or a trained u has an exact zero
+    (x hides ReLU(a) there, which ∂u needs)."""
+    if out.dtype != z.dtype or out.dtype == torch.float16:
+        return False
+    return u is None or not u.requires_grad or bool((u != 0).all())
+
+
 class ModulatedReLU(torch.autograd.Function):
     """x = u ⊙ ReLU(v ⊙ z) per member and channel on (M, B, C, S); v or u may be None.
 
-    Saves its output x (and the (M, C) values u, v) only: the tensor the next layer — a convolution, a pooling —
-    keeps anyway, so the chain keeps nothing of its own, as a plain ReLU (which saves its output) does. The
-    backward reads everything from x: with h = ReLU(a), a = v ⊙ z, x = u ⊙ h, so a > 0 exactly where u ⊙ x > 0,
-    ∂u = Σ g ⊙ h = (Σ g ⊙ x) / u, ∂a = 1[a > 0] ⊙ g ⊙ u, and wherever ∂a ≠ 0, z = x / (u v), so ∂v = Σ ∂a ⊙ z =
-    (Σ ∂a ⊙ x) / (u v) per channel (zero where u v = 0: there ∂a = 0); ∂z = ∂a ⊙ v. ∂a and ∂z are the plain
-    graph's numbers bit for bit (the same products, masked alike); ∂u, ∂v the same sums divided once per channel.
-    ∂u needs u ≠ 0 (:class:`FusedModulation` runs the plain modules when a trained u has a zero)."""
+    Saves one activation-sized tensor (and the (M, C) values u, v): its output x where it can (see
+    :func:`_keeps_output`) — the tensor the next layer (a convolution, a pooling) keeps anyway, so the chain keeps
+    nothing of its own, as a plain ReLU (which saves its output) does — else z. With h = ReLU(a), a = v ⊙ z and
+    x = u ⊙ h, the backward reads from x: a > 0 exactly where sign(u) x > 0, ∂u = Σ g ⊙ h = (Σ g ⊙ x) / u, and
+    wherever a > 0, z = x / (u v), so ∂v = Σ ∂a ⊙ z = (Σ 1[a > 0] g ⊙ x) / v per channel (zero where v = 0, as
+    a = 0 there); from z: h = ReLU(v ⊙ z), ∂u = Σ g ⊙ h, ∂v = u Σ 1[a > 0] g ⊙ z. Then ∂a = 1[a > 0] ⊙ g ⊙ u and
+    ∂z = ∂a ⊙ v, the plain graph's numbers bit for bit (the same products, masked alike); ∂u, ∂v are the same sums
+    in another order (equal to 1e-12 in float64)."""
 
     @staticmethod
     def forward(ctx, z, v, u):
         out = _forward_value(z, v, u)
-        ctx.save_for_backward(out, v, u)
+        ctx.keeps_output = _keeps_output(z, out, u)
+        ctx.save_for_backward(out if ctx.keeps_output else z, v, u)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, v, u = ctx.saved_tensors
+        s, v, u = ctx.saved_tensors  # s: the output x or the input z
+        from_x = ctx.keeps_output
         need_z, need_v, need_u = ctx.needs_input_grad
         uc, vc = _channel(u), _channel(v)
         if torch.is_grad_enabled():  # create_graph=True: the same formulas out of place, differentiable again
-            h = x / _nonzero(uc) if u is not None else x  # x = 0 where u = 0
+            if from_x:
+                h = s / _nonzero(uc) if u is not None else s  # x = 0 where u = 0
+            else:
+                h = torch.relu(s * vc if v is not None else s)
             grad_u = (g * h).sum((1, 3)) if u is not None and need_u else None
             grad_a = (g * uc if u is not None else g) * (h > 0)
-            grad_v = (grad_a * h).sum((1, 3)) / _nonzero(v) if v is not None and need_v else None
+            grad_v = None
+            if v is not None and need_v:
+                grad_v = (grad_a * h).sum((1, 3)) / _nonzero(v) if from_x else (grad_a * s).sum((1, 3))
             grad_z = grad_a * vc if v is not None else grad_a
             return (grad_z if need_z else None), grad_v, grad_u
-        grad_u = channel_dots(x, g, u.dtype) / u if u is not None and need_u else None
+        # one working buffer: a mask source (≥ 0, > 0 exactly where a > 0: sign(u) ⊙ x, or h = ReLU(v ⊙ z)),
+        # masked in place by one fused ReLU backward when g has its shape and dtype (whatever its strides: a mean
+        # pool's gradient is an expanded tensor; out of place under autocast's mixed dtypes) into 1[a > 0] ⊙ g,
+        # then ⊙ u: ∂a, then ⊙ v: ∂z
+        if from_x:
+            work = s * uc.sign() if u is not None else s.clone()
+        else:
+            work = s * vc if v is not None else s.clone()
+            work.relu_()
+        grad_u = None
+        if u is not None and need_u:
+            grad_u = channel_dots(s, g, u.dtype) / u if from_x else channel_dots(work, g, u.dtype)
         if not (need_z or need_v):
             return None, None, grad_u
-        # ∂a in one working buffer: a mask source (u ⊙ x = u² h, > 0 exactly where a > 0), masked in place by one
-        # fused ReLU backward when g has its shape and dtype (whatever its strides: a mean pool's gradient is an
-        # expanded tensor), then ⊙ u, ⊙ v; under autocast's mixed dtypes the same values out of place
-        fast = g.shape == x.shape and g.dtype == x.dtype
-        if u is None:
-            work = torch.ops.aten.threshold_backward(g, x, 0) if fast else torch.where(x > 0, g, 0)
+        if g.shape == work.shape and g.dtype == work.dtype:
+            torch.ops.aten.threshold_backward.grad_input(g, work, 0, grad_input=work)
         else:
-            work = x * uc
-            if fast:
-                torch.ops.aten.threshold_backward.grad_input(g, work, 0, grad_input=work)
-            else:
-                work = torch.where(work > 0, g, 0)
-            work.mul_(uc)
+            work = torch.where(work > 0, g, 0)
         grad_v = None
         if v is not None and need_v:
-            grad_v = channel_dots(work, x, v.dtype) / _nonzero(v * u if u is not None else v)
+            dots = channel_dots(work, s, v.dtype)  # Σ 1[a > 0] g ⊙ (x or z)
+            grad_v = dots / _nonzero(v) if from_x else (dots * u if u is not None else dots)
+        if u is not None:
+            work.mul_(uc)
         grad_z = None
         if need_z:
             grad_z = work.mul_(vc) if v is not None else work
@@ -101,16 +125,13 @@ class ModulatedReLU(torch.autograd.Function):
 
 class FusedModulation(nn.Module):
     """One (v modulation →) ReLU (→ u modulation) chain of a BatchEnsemble as :class:`ModulatedReLU`; calls
-    the same modulation modules (their values, their redraws) as the plain graph, and runs them plainly when a
-    trained u has an exact zero (its gradient needs ReLU(v ⊙ z) there, which the output hides)."""
+    the same modulation modules (their values, their redraws) as the plain graph."""
 
     def __init__(self, v: Modulation | None, u: Modulation | None) -> None:
         super().__init__()
         self.v, self.u = v, u
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if self.u is not None and self.u.values.requires_grad and not bool((self.u.values != 0).all()):
-            return self.u(torch.relu(self.v(z) if self.v is not None else z))
         values = []
         for mod in (self.v, self.u):
             if mod is not None and mod.resample:
@@ -120,10 +141,27 @@ class FusedModulation(nn.Module):
         m, c = (v if v is not None else u).shape
         z4 = z.reshape(m, -1, c, math.prod(z.shape[2:]))
         out = ModulatedReLU.apply(z4, v, u)
-        # x is kept (by this chain and the next layer) unless z is cheaper to keep: a tiled shared first-layer
-        # output, whose recipe holds the shared batch alone (deepens.layers.recompute weighs it)
+        # x is kept (by this chain and the next layer) unless z is cheaper to keep — a tiled shared first-layer
+        # output, whose recipe holds the shared batch alone — or kept by the chain (deepens.layers.recompute weighs it)
         remember(out, _forward_value, z4, v, u)
         return out.reshape(z.shape)
+
+
+def _in_place(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """Whether ``node`` may change its input in place (an ``inplace=True`` module or call, a method or function
+    whose name ends in ``_``, an augmented assignment): a fused chain's output, which its backward reads, must not
+    be handed to it."""
+    if node.kwargs.get("inplace", False):
+        return True
+    if node.op == "call_module":
+        return bool(getattr(gm.get_submodule(node.target), "inplace", False))
+    if node.op == "call_method":
+        return str(node.target).endswith("_")
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        return name.endswith("_") or name.startswith("i") and name[1:] in ("add", "sub", "mul", "truediv", "pow",
+                                                                            "floordiv", "mod", "and", "or", "xor")
+    return False
 
 
 def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -155,6 +193,8 @@ def lean_graph(gm: fx.GraphModule) -> fx.GraphModule | None:
         u_node = nxt if nxt is not None and isinstance(_module(gm, nxt), Modulation) else None
         chain = [n for n in (v_node, u_node) if n is not None]
         if not chain or any(_module(gm, n).feature_dim != 1 for n in chain):
+            continue
+        if any(_in_place(user, gm) for user in (u_node or node).users):
             continue
         name = f"lean_fused_{fused}"
         fused += 1

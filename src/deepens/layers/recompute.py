@@ -146,12 +146,13 @@ class _Saved:
     """What autograd keeps for one saved tensor: the tensor itself, a recomputed view, or an enclosing hook's
     packed object."""
 
-    __slots__ = ("tensor", "view", "outer")
+    __slots__ = ("tensor", "view", "outer", "version")
 
     def __init__(self, tensor: torch.Tensor | None = None, view: _View | None = None) -> None:
         self.tensor = tensor
         self.view = view
         self.outer: object = None
+        self.version = tensor._version if isinstance(tensor, torch.Tensor) else None
 
 
 class _Lean:
@@ -250,6 +251,12 @@ class _Lean:
             return saved.view.value()
         self.recent.clear()  # the backward has moved on to a tensor that was kept: drop the recomputed ones
         if saved.tensor is not None:
+            if isinstance(saved.tensor, torch.Tensor) and saved.tensor._version != saved.version:
+                # autograd's own check, which a saved-tensors hook bypasses
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace operation: "
+                    f"a tensor of shape {tuple(saved.tensor.shape)} is at version {saved.tensor._version}; expected "
+                    f"version {saved.version} instead (deepens' lean forward)")
             return saved.tensor
         return self.outer[1](saved.outer)
 
