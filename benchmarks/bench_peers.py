@@ -169,7 +169,7 @@ def speed(quick: bool = False) -> dict:
     mlp_x, mlp_y = torch.randn(64, 256), torch.randint(0, 10, (64,))
     cnn_x, cnn_y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
     sizes_mlp = (1, 4, 8, 16, 64) if not quick else (1, 4)
-    sizes_cnn = (1, 4, 8, 16) if not quick else (1, 4)
+    sizes_cnn = (1, 4, 8, 16, 64) if not quick else (1, 4)
     for m in sizes_mlp:
         rows.append({"what": "deep", "net": "mlp", "members": m,
                      "seconds": _timed(deep_candidates(mlp, m, mlp_x, mlp_y), 9)})
@@ -203,12 +203,25 @@ def status(key):
 net, kind, m, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(1)
 torch.manual_seed(0)
-classes = 10 if net == "cnn" else 100
-make = (lambda: b.cnn()) if net == "cnn" else (lambda: d.ConvNet(3, 100))
-make_tu = b.tu_cnn if net == "cnn" else b.tu_convnet
-x = torch.randn(batch, 3, 32, 32); y = torch.randint(0, classes, (batch,))
+classes = 100 if net == "convnet" else 10
+make = {"cnn": b.cnn, "cnn16": b.cnn, "mlp": b.mlp, "convnet": lambda: d.ConvNet(3, 100)}[net]
+make_tu = {"cnn": b.tu_cnn, "cnn16": b.tu_cnn, "mlp": b.tu_mlp, "convnet": b.tu_convnet}[net]
+x = torch.randn(batch, 256) if net == "mlp" else torch.randn(batch, 3, 16 if net == "cnn16" else 32,
+                                                             16 if net == "cnn16" else 32)
+y = torch.randint(0, classes, (batch,))
+
+class Loop(torch.nn.Module):  # M separate networks, called one after the other
+    def __init__(self):
+        super().__init__()
+        self.nets = torch.nn.ModuleList(make() for _ in range(m))
+
+    def forward(self, xx):
+        return torch.stack([n(xx) for n in self.nets])
+
 if kind == "single":
     model, xin, k = make(), x, 1
+elif kind == "loop":
+    model, xin, k = Loop(), x, m
 elif kind.startswith("deepens-batch"):
     model, xin, k = d.BatchEnsemble(make(), m, seed=0), x, m
     model.lean = kind == "deepens-batch"
@@ -218,7 +231,7 @@ elif kind.startswith("deepens-deep"):
 elif kind == "deepens-mc-dropout":
     model, xin, k = d.MCDropout(make(), m, seed=0), x, m
 elif kind == "torch-uncertainty-batch":
-    model, xin, k = make_tu(m), x.repeat(m, 1, 1, 1), 1
+    model, xin, k = make_tu(m), x.repeat((m,) + (1,) * (x.dim() - 1)), 1
 else:
     raise SystemExit(kind)
 yk = y.repeat(m) if kind != "single" else y
@@ -272,6 +285,29 @@ def memory(members: int = 4) -> dict:
     return out
 
 
+SWEEP_KINDS = ("loop", "deepens-deep", "deepens-batch", "torch-uncertainty-batch")
+
+
+def memory_by_members(sizes=(1, 4, 8, 16, 64)) -> dict:
+    """Saved bytes and step peak against M for the speed benchmark's networks (MLP 256-256-256-10 batch 64; the
+    4-layer CNN on 3×16×16, batch 8), each model in a fresh process as in :func:`memory`: a loop over M networks,
+    deepens' DeepEnsemble and BatchEnsemble, torch-uncertainty's BatchEnsemble."""
+    import os
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    rows = []
+    for net, batch in (("mlp", 64), ("cnn16", 8)):
+        for m in sizes:
+            for kind in SWEEP_KINDS:
+                if kind.startswith("torch-uncertainty") and not have("torch_uncertainty"):
+                    continue
+                done = subprocess.run([sys.executable, "-c", _CHILD, net, kind, str(m), str(batch)],
+                                      capture_output=True, text=True, check=True, env=env)
+                rows.append(dict(json.loads(done.stdout.strip().splitlines()[-1]), net=net, kind=kind, members=m,
+                                 batch=batch))
+    return {"rows": rows, "kinds": list(SWEEP_KINDS)}
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     versions = {"torch": torch.__version__, "deepens": d.__version__}
@@ -284,6 +320,7 @@ def main() -> None:
     result = {"versions": versions}
     if "memory" in only:
         result["memory"] = memory()
+        result["memory_by_members"] = memory_by_members((1, 4) if quick else (1, 4, 8, 16, 64))
     if "speed" in only:
         result["speed"] = speed(quick)
     print(json.dumps(result))
@@ -350,7 +387,8 @@ def render(result: dict) -> list[str]:
         rows = mem["rows"]
         lines += [f"Memory of one train step, {mem['name']}, M = {mem['members']}, batch {mem['batch']} shared by the "
                   "members (saved-for-backward bytes, each storage once, parameters excepted; step peak = resident "
-                  "memory above the process's before the second step, fresh process, malloc with a fixed mmap "
+                  "memory of the second step above the process's at rest before it — the first step's gradients "
+                  "freed, so a step's own gradients count in its peak — fresh process, malloc with a fixed mmap "
                   "threshold so that resident memory follows the live tensors):", "",
                   "| model | parameters | saved MiB | × DeepEnsemble | step peak MiB | × DeepEnsemble |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -359,6 +397,20 @@ def render(result: dict) -> list[str]:
             lines.append(f"| {kind} | {r['params']:,} | {r['saved_mib']:.1f} | "
                          f"{r['saved_mib'] / deep['saved_mib']:.2f} | {r['step_peak_mib']:.0f} | "
                          f"{r['step_peak_mib'] / max(deep['step_peak_mib'], 1e-9):.2f} |")
+        lines.append("")
+    sweep = result.get("memory_by_members")
+    if sweep:
+        kinds = [k for k in sweep["kinds"] if any(r["kind"] == k for r in sweep["rows"])]
+        lines += ["Memory against M (the speed benchmark's networks below, each model in a fresh process as above): "
+                  "saved MiB / step peak MiB:", "",
+                  "| net | M | " + " | ".join(kinds) + " |",
+                  "| --- | ---: | " + " | ".join("---:" for _ in kinds) + " |"]
+        cells: dict = {}
+        for r in sweep["rows"]:
+            cell = f"{r['saved_mib']:.1f} / {r['step_peak_mib']:.1f}"
+            cells.setdefault((r["net"], r["members"]), {})[r["kind"]] = cell
+        for (net, m), by_kind in cells.items():
+            lines.append(f"| {net} | {m} | " + " | ".join(by_kind.get(k, "—") for k in kinds) + " |")
         lines.append("")
     speed = result["speed"]
     peers = ["loop", "torch.func", "torch-uncertainty", "torchensemble"]

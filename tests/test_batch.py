@@ -248,7 +248,7 @@ def test_every_strategy_and_memory_mode_computes_the_same_numbers(case, per_memb
 
 
 def test_auto_runs_a_convolutional_batch_ensemble_member_by_member_on_large_batches_only():
-    """'auto' on the CPU: one member at a time from 2^16 input numbers a member (shared or per-member batches), one
+    """'auto' on the CPU: one member at a time from 2^17 folded input numbers (shared or per-member batches), one
     folded pass below, and never when a module of the network has hooks or under torch.func."""
     from unittest import mock
 
@@ -257,8 +257,9 @@ def test_auto_runs_a_convolutional_batch_ensemble_member_by_member_on_large_batc
     calls = []
     with mock.patch.object(d.BatchEnsemble, "_run_members", autospec=True,
                            side_effect=lambda self, *a: calls.append(1) or d.Ensemble._run_members(self, *a)):
-        for batch, per_member, chunked in ((2**16 // per_sample, False, True), (2**16 // per_sample - 1, False, False),
-                                           (2**16 // per_sample, True, True), (8, True, False)):
+        least = 2**17 // (M * per_sample)  # the smallest batch a member that is run member by member
+        for batch, per_member, chunked in ((least, False, True), (least - 1, False, False), (least, True, True),
+                                           (least - 1, True, False)):
             calls.clear()
             shape = ((M,) if per_member else ()) + (batch, 2, 8, 8)
             ens(torch.randn(shape))

@@ -45,8 +45,8 @@ class Ensemble(nn.Module):
     #: True / False force it on or off for an instance.
     lean: bool | str = "auto"
     #: How stacked convolutions and batch norms compute the members (``deepens.layers.members.STRATEGIES``):
-    #: ``"auto"`` (on the CPU a convolutional DeepEnsemble — and a convolutional BatchEnsemble on batches of at
-    #: least 2^16 input numbers a member — runs its members one at a time, other stacked layers call each member's
+    #: ``"auto"`` (on the CPU a convolutional DeepEnsemble — and a convolutional BatchEnsemble whose folded input
+    #: holds at least 2^17 numbers — runs its members one at a time, other stacked layers call each member's
     #: slice; elsewhere one grouped call), or ``"grouped"``, ``"members"``, ``"chunks"`` to force one. The results
     #: are the same up to float summation order.
     conv_strategy: str = "auto"

@@ -53,7 +53,7 @@ class MemberContext:
 #: its members one at a time through the whole network (the schedule of a loop over separate networks: each member's
 #: activations stay in cache from one layer to the next, and the backward pass holds one member's temporaries at a
 #: time; a last-layer-dropout ensemble treats it as ``"members"``); ``"auto"`` — on the CPU ``"chunks"`` for a
-#: convolutional DeepEnsemble, and for a convolutional BatchEnsemble once a member's batch holds 2^16 input numbers,
+#: convolutional DeepEnsemble, and for a convolutional BatchEnsemble once its folded input holds 2^17 numbers,
 #: ``"members"`` otherwise (oneDNN runs a grouped convolution group by group anyway, so the copies are pure cost:
 #: measured in ``benchmarks``), ``"grouped"`` elsewhere (one kernel launch for all members on a GPU).
 STRATEGIES = ("auto", "grouped", "members", "chunks")
