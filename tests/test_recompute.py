@@ -136,9 +136,17 @@ def test_the_lean_graph_fuses_every_channel_modulated_relu():
     assert fused(d.BatchEnsemble(_cnn(), 3, u={0: "normal:0,1"}, v=None, seed=0)) == 1
 
 
-def test_under_autocast_the_recomputation_runs_in_the_forward_precision():
+def _avg_pooled() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+
+
+@pytest.mark.parametrize("make", [lambda: d.BatchEnsemble(_cnn(True), 3, seed=0),
+                                  lambda: d.MCDropout(_avg_pooled(), 3, seed=0),  # u alone: the product widens
+                                  lambda: d.BatchEnsemble(_avg_pooled(), 3, v=None, seed=0)])
+def test_under_autocast_the_recomputation_runs_in_the_forward_precision(make):
     torch.manual_seed(0)
-    plain = d.BatchEnsemble(_cnn(True), 3, seed=0)
+    plain = make()
     plain.lean = False
     leaner = copy.deepcopy(plain)
     leaner.lean = True
@@ -150,6 +158,7 @@ def test_under_autocast_the_recomputation_runs_in_the_forward_precision():
         out.float().square().sum().backward()
         results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     assert results[0][0].dtype == torch.bfloat16 and torch.equal(results[0][0], results[1][0])
+    assert results[0][1].keys() == results[1][1].keys()
     for name, grad in results[0][1].items():
         if "modulations" in name:  # float32 sums in another order (batched dot products)
             assert torch.allclose(grad, results[1][1][name], rtol=1e-5, atol=1e-6 * grad.abs().max()), name
@@ -220,13 +229,22 @@ class _Doubles(nn.Module):
         return x.mul_(2.0)  # a traced in-place method
 
 
+class _ViewDoubles(nn.Module):
+    def forward(self, x):
+        return x.flatten(1).mul_(2.0)  # an in-place method on a view
+
+
 def _in_place_after_chain(kind: str) -> nn.Module:
+    if kind in ("flatten-dropout", "view-method"):  # in place on a view of the chain's output
+        after = [nn.Flatten(), nn.Dropout(0.5, inplace=True)] if kind == "flatten-dropout" else [_ViewDoubles()]
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                             *after, nn.Linear(6 * 64, 3))
     after = {"dropout": nn.Dropout(0.5, inplace=True), "method": _Doubles()}[kind]
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), after,
                          nn.Conv2d(6, 5, 3), nn.Flatten(), nn.Linear(5 * 36, 3))
 
 
-@pytest.mark.parametrize("kind", ["dropout", "method"])
+@pytest.mark.parametrize("kind", ["dropout", "method", "flatten-dropout", "view-method"])
 def test_a_chain_whose_output_changes_in_place_is_not_fused_and_gradients_stay_plain(kind):
     """The fused chain keeps its output for the backward pass: an in-place module or method after it would change
     what the backward reads, so such a chain stays unfused and the lean gradients equal the plain ones."""
@@ -258,6 +276,13 @@ class _ChangesSaved(nn.Module):
         return out
 
 
+def _changes_recomputed() -> nn.Module:
+    """The second tanh's output has a recipe (the u modulations are off) and the dropout changes it in place after
+    the tanh saved it."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 4, 3, padding=1), nn.Tanh(),
+                         nn.Dropout(0.5, inplace=True), nn.Conv2d(4, 2, 3), nn.Flatten(), nn.Linear(2 * 36, 2))
+
+
 def test_a_kept_tensor_changed_in_place_is_refused_as_plain_autograd_refuses_it():
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     for lean_mode in (False, True):
@@ -266,6 +291,28 @@ def test_a_kept_tensor_changed_in_place_is_refused_as_plain_autograd_refuses_it(
         model.conv_strategy = "members"
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             model(x).sum().backward()
+
+
+def test_a_recomputed_tensor_changed_in_place_gets_the_gradient_of_the_values_used():
+    """Plain autograd refuses this backward (the tanh's saved output changed); lean recomputes the output from the
+    tanh's input and gives the gradient of the forward as it ran: the same as a network whose dropout is not in
+    place."""
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    model = d.BatchEnsemble(_changes_recomputed(), 2, u=None, seed=0).double()
+    reference = copy.deepcopy(model)
+    reference.lean = False
+    reference.net.get_submodule("4").inplace = False
+    grads = []
+    for net, lean_mode in ((model, True), (reference, False)):
+        net.lean = lean_mode
+        torch.manual_seed(2)  # the same dropout mask
+        grads.append(torch.autograd.grad(net(x).sin().sum(), list(net.parameters())))
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    plain = copy.deepcopy(model)
+    plain.lean = False
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        plain(x).sum().backward()
 
 
 @pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e-23), (torch.float16, 1e-3), (torch.bfloat16, 1e-20),

@@ -33,11 +33,11 @@ def _channel(t: torch.Tensor | None) -> torch.Tensor | None:
 
 def _forward_value(z: torch.Tensor, v: torch.Tensor | None, u: torch.Tensor | None) -> torch.Tensor:
     """u ⊙ ReLU(v ⊙ z) on (M, B, C, S) in one new buffer (the same operations, in the same order, as the plain
-    graph: the product, the ReLU, the product)."""
+    graph: the product, the ReLU, the product, each in the dtype type promotion gives it)."""
     out = z * _channel(v) if v is not None else z.clone()
     out.relu_()
-    if u is not None:
-        out.mul_(_channel(u))
+    if u is not None:  # in place unless the product widens (autocast: a bfloat16 ReLU times float32 values)
+        out = out.mul_(_channel(u)) if torch.result_type(out, u) == out.dtype else out * _channel(u)
     return out
 
 
@@ -147,20 +147,47 @@ class FusedModulation(nn.Module):
         return out.reshape(z.shape)
 
 
+#: Calls whose result is a view of their input (the torch.fx targets of methods and functions).
+_VIEWS = {"view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "squeeze", "unsqueeze", "transpose",
+          "permute", "expand", "expand_as", "narrow", "select", "split", "chunk", "unbind", "detach", "t", "mT",
+          "movedim", "getitem", "contiguous"}
+
+
 def _in_place(node: fx.Node, gm: fx.GraphModule) -> bool:
-    """Whether ``node`` may change its input in place (an ``inplace=True`` module or call, a method or function
-    whose name ends in ``_``, an augmented assignment): a fused chain's output, which its backward reads, must not
-    be handed to it."""
+    """Whether ``node`` may change its input in place (an ``inplace=True`` module or call, a torch method or function
+    whose name ends in ``_``): a fused chain's output, which its backward reads, must not be handed to it."""
     if node.kwargs.get("inplace", False):
         return True
     if node.op == "call_module":
         return bool(getattr(gm.get_submodule(node.target), "inplace", False))
     if node.op == "call_method":
         return str(node.target).endswith("_")
-    if node.op == "call_function":
-        name = getattr(node.target, "__name__", "")
-        return name.endswith("_") or name.startswith("i") and name[1:] in ("add", "sub", "mul", "truediv", "pow",
-                                                                            "floordiv", "mod", "and", "or", "xor")
+    if node.op == "call_function":  # operator.and_ / or_ are out of place; fx records x += y as an addition
+        return getattr(node.target, "__name__", "").endswith("_") and \
+            getattr(node.target, "__module__", None) not in ("_operator", "operator")
+    return False
+
+
+def _is_view(node: fx.Node, gm: fx.GraphModule) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), (nn.Flatten, nn.Unflatten, nn.Identity))
+    if node.op in ("call_method", "call_function"):
+        return getattr(node.target, "__name__", str(node.target)) in _VIEWS
+    return False
+
+
+def _changed_in_place(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """Whether something may change ``node``'s value in place: an in-place user of it or of a view of it."""
+    stack, seen = list(node.users), set()
+    while stack:
+        user = stack.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if _in_place(user, gm):
+            return True
+        if _is_view(user, gm):
+            stack.extend(user.users)
     return False
 
 
@@ -194,7 +221,7 @@ def lean_graph(gm: fx.GraphModule) -> fx.GraphModule | None:
         chain = [n for n in (v_node, u_node) if n is not None]
         if not chain or any(_module(gm, n).feature_dim != 1 for n in chain):
             continue
-        if any(_in_place(user, gm) for user in (u_node or node).users):
+        if _changed_in_place(u_node or node, gm):
             continue
         name = f"lean_fused_{fused}"
         fused += 1

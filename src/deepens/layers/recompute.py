@@ -152,7 +152,18 @@ class _Saved:
         self.tensor = tensor
         self.view = view
         self.outer: object = None
-        self.version = tensor._version if isinstance(tensor, torch.Tensor) else None
+        self.version = tensor._version if isinstance(tensor, torch.Tensor) else None  # when autograd saved it
+
+    def check(self) -> None:
+        """Refuse a tensor kept as it is and changed in place since it was saved, as plain autograd refuses it (a
+        saved-tensors hook bypasses autograd's own check). A recomputed one is recomputed from its recipe's inputs,
+        the values autograd saved: its gradient is right even where plain autograd, which kept the changed tensor,
+        refuses the backward (the tensor itself may be gone by then, so it cannot be checked)."""
+        if isinstance(self.tensor, torch.Tensor) and self.tensor._version != self.version:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace operation: a "
+                f"tensor of shape {tuple(self.tensor.shape)} is at version {self.tensor._version}; expected version "
+                f"{self.version} instead (deepens' lean forward)")
 
 
 class _Lean:
@@ -247,16 +258,11 @@ class _Lean:
         return saved
 
     def unpack(self, saved: _Saved) -> torch.Tensor:
+        saved.check()
         if saved.view is not None:
             return saved.view.value()
         self.recent.clear()  # the backward has moved on to a tensor that was kept: drop the recomputed ones
         if saved.tensor is not None:
-            if isinstance(saved.tensor, torch.Tensor) and saved.tensor._version != saved.version:
-                # autograd's own check, which a saved-tensors hook bypasses
-                raise RuntimeError(
-                    "one of the variables needed for gradient computation has been modified by an inplace operation: "
-                    f"a tensor of shape {tuple(saved.tensor.shape)} is at version {saved.tensor._version}; expected "
-                    f"version {saved.version} instead (deepens' lean forward)")
             return saved.tensor
         return self.outer[1](saved.outer)
 
