@@ -165,7 +165,7 @@ class _Jacobians:
             jac = vmap(lambda xb, eb: jacrev(lambda p: single({**self.common, **p}, xb, eb).sum(0))(self.individual),
                        in_dims=dims)(x, extra)
             for n in self.individual:
-                j = jac[n].reshape(*jac[n].shape[:3], -1)  # (B, C, M, P)
+                j = jac[n].reshape(*jac[n].shape[:2], self.m, -1)  # (B, C, M, P)
                 individual.append(j.permute(2, 0, 1, 3))  # (M, B, C, P)
         return common, individual
 
@@ -187,7 +187,7 @@ class _Jacobians:
         if self.individual:
             jac = jacrev(lambda p: fn({**self.common, **p}, x).sum(0))(self.individual)
             for n in self.individual:
-                j = jac[n].reshape(*jac[n].shape[:3], -1)  # (B, C, M, P)
+                j = jac[n].reshape(*jac[n].shape[:2], self.m, -1)  # (B, C, M, P)
                 individual.append(j.permute(2, 0, 1, 3))  # (M, B, C, P)
         return common, individual
 
@@ -210,6 +210,8 @@ class _Jacobians:
         sub.individual = {n: p[start:stop] for n, p in self.individual.items()}
         sub.buffers = {n: b[start:stop] for n, b in self.buffers.items()}
         sub.m = stop - start
+        if sub.m == 1:  # one member: through the reference network itself, as the torch.func recipe does
+            return self._member(sub, start)
         inner, ctx = self.f, self.model.ctx
 
         def f(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
@@ -219,6 +221,27 @@ class _Jacobians:
                 return inner(params, buffers, x)
             finally:
                 ctx.members = saved
+
+        sub.f = f
+        return sub
+
+    def _member(self, sub: _Jacobians, index: int) -> _Jacobians:
+        """Member ``index``'s Jacobians through the reference network (the deep ensemble's template) with that
+        member's parameters in the reference layout and shape, as the torch.func recipe does (no member axis to
+        select under vmap, whose backward would write every per-input Jacobian once more). The parameters are the
+        same numbers in another order, which no contraction over all of them sees."""
+        model = self.model
+        template = model._synced_template()
+        sub.individual = {}
+        for name, p in self.individual.items():
+            target, _, attr = name.removeprefix("net.").rpartition(".")
+            sub.individual[name] = model.net.get_submodule(target).to_reference(attr, p)[index]
+        sub.buffers = {n.removeprefix("net."): b[index] for n, b in self.buffers.items()}
+
+        def f(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+            reference = {n.removeprefix("net."): v for n, v in params.items()}
+            out = functional_call(template, (reference, buffers), (x,))
+            return out.reshape(1, out.shape[0], -1)  # (1, B, C)
 
         sub.f = f
         return sub
