@@ -235,7 +235,7 @@ class _Jacobians:
         sub.individual = {}
         for name, p in self.individual.items():
             target, _, attr = name.removeprefix("net.").rpartition(".")
-            sub.individual[name] = model.net.get_submodule(target).to_reference(attr, p)[index]
+            sub.individual[name] = model.net.get_submodule(target).to_reference(attr, p)[index].contiguous()
         sub.buffers = {n.removeprefix("net."): b[index] for n, b in self.buffers.items()}
 
         def f(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
