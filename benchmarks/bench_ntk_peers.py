@@ -170,8 +170,9 @@ def render(result: dict) -> list[str]:
     lines.append("")
     general = mine.get("general")
     if general:
-        lines += ["The general method (per-input Jacobians under vmap; a deep ensemble by groups of members whose "
-                  "Jacobians for all inputs fit the memory budget) against the torch.func recipe (member by member "
+        lines += ["The general method (per-input Jacobians under vmap; a deep ensemble one member at a time through "
+                  "the reference network when the Jacobians of all inputs fit the memory budget, the symmetric Gram "
+                  "from its blocks on and above the diagonal) against the torch.func recipe (member by member "
                   "`vmap(jacrev)` over the inputs, then one contraction), same ensembles, median seconds:", "",
                   "| network | deepens `method=\"jacobian\"` | torch.func recipe | recipe / deepens | max rel diff |",
                   "| --- | ---: | ---: | ---: | ---: |"]
