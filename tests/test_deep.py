@@ -178,3 +178,23 @@ def test_the_member_by_member_forward_follows_the_state_of_the_stacked_network()
     ens.net.get_submodule("conv").register_forward_hook(lambda mod, i, o: seen.append(o.shape[0]))
     ens(x)
     assert seen == [2 * 4]  # a hooked network runs folded: the hook sees every member's batch at once
+
+
+def test_a_parametrized_stacked_layer_runs_folded():
+    """A parametrization of a stacked layer (its parameter computed at each access) is seen by the folded forward
+    only: 'chunks' then runs folded, with the same numbers as 'members'."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(nn.Module):
+        def forward(self, t):
+            return 2 * t
+
+    x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    ens = d.DeepEnsemble(nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2)).double(), 2,
+                         seed=0)
+    parametrize.register_parametrization(ens.net.get_submodule("0"), "bias", Doubled())
+    outs = {}
+    for strategy in ("members", "chunks"):
+        ens.conv_strategy = strategy
+        outs[strategy] = ens(x)
+    assert torch.allclose(outs["members"], outs["chunks"], rtol=0, atol=1e-12)

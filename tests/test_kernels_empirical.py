@@ -388,3 +388,25 @@ def test_a_network_that_does_not_run_under_vmap_falls_back_to_the_chunk_method()
     jacs = _Jacobians(model)
     jacs.best(x)
     assert jacs.vmappable is False  # the first failure switched it to the chunk method
+
+
+def test_a_hooked_or_parametrized_deep_ensemble_keeps_its_hooks_in_the_member_by_member_jacobians():
+    """The member-by-member Jacobians run through the reference network only when it computes what ``net`` does: a
+    forward hook that changes an output, or a parametrization of a stacked layer, takes the ensemble's own forward
+    (the same kernel as input panels, which always run ``net``)."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    x = torch.randn(5, 4, dtype=torch.float64)
+    for change in ("hook", "parametrization"):
+        model = d.DeepEnsemble(nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double(), 2, seed=0)
+        if change == "hook":
+            model.net.get_submodule("1").register_forward_hook(lambda mod, inputs, out: 2 * out)
+        else:
+            parametrize.register_parametrization(model.net.get_submodule("2"), "bias", Doubled())
+        got = ensemble_ntk(model, x, method="jacobian").individual
+        ref = ensemble_ntk(model, x, method="jacobian", chunk_size=2).individual
+        assert torch.allclose(got, ref, rtol=0, atol=1e-12 * float(ref.abs().max())), change

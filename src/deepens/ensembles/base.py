@@ -28,6 +28,15 @@ def _fmt_shape(lead: tuple[str, ...], sample: tuple[int | None, ...]) -> str:
     return "(" + ", ".join(parts) + ")"
 
 
+def plain_modules(modules) -> bool:
+    """Whether none of ``modules`` carries hooks or parametrizations: a pass through another copy of them, or through
+    them once per member, computes what one pass through them computes."""
+    from torch.nn.utils import parametrize
+
+    return not any(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks or mod._backward_pre_hooks
+                   or parametrize.is_parametrized(mod) for mod in modules)
+
+
 class Ensemble(nn.Module):
     """Base class of all ensembles: M members computed in one vectorized call.
 
@@ -79,7 +88,7 @@ class Ensemble(nn.Module):
     def _chunked(self, x: torch.Tensor) -> bool:
         """Whether this forward runs the members one at a time (``conv_strategy`` ``"chunks"``, or ``"auto"`` for a
         convolutional network on the CPU); never under ``torch.func`` transforms, nor when a module of ``net``
-        has hooks (they would not see the members' passes)."""
+        has hooks or parametrizations (they would not see the members' passes)."""
         strategy = self.conv_strategy
         if not self._chunkable:
             return False
@@ -87,8 +96,7 @@ class Ensemble(nn.Module):
                                           and self._chunks_pay(x))
         if not wanted or torch._C._are_functorch_transforms_active():
             return False
-        return not any(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks
-                       or mod._backward_pre_hooks for mod in self.net.modules())
+        return plain_modules(self.net.modules())
 
     def _chunks_pay(self, x: torch.Tensor) -> bool:
         """Whether ``"auto"`` runs this convolutional ensemble's members one at a time on the CPU."""

@@ -26,7 +26,7 @@ from torch import nn
 from torch.func import functional_call, jacrev
 from torch.nn import functional as F
 
-from ..ensembles.base import Ensemble
+from ..ensembles.base import Ensemble, plain_modules
 from ..errors import DeepensError, check_choice, check_int
 from ..layers.members import ModulatedReadout, Modulation, StackedConv, StackedLinear
 
@@ -210,8 +210,8 @@ class _Jacobians:
         sub.individual = {n: p[start:stop] for n, p in self.individual.items()}
         sub.buffers = {n: b[start:stop] for n, b in self.buffers.items()}
         sub.m = stop - start
-        if sub.m == 1:  # one member: through the reference network itself, as the torch.func recipe does
-            return self._member(sub, start)
+        if sub.m == 1 and plain_modules(self.model.modules()):  # one member: through the reference network itself,
+            return self._member(sub, start)                        # as the torch.func recipe does (no hooks to skip)
         inner, ctx = self.f, self.model.ctx
 
         def f(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
