@@ -207,11 +207,11 @@ class _Jacobians:
         """These Jacobians for members start..stop-1 alone (see :meth:`member_groups_possible`): their parameter
         and buffer rows, the ensemble run with that many members."""
         sub = copy.copy(self)
-        sub.individual = {n: p[start:stop] for n, p in self.individual.items()}
-        sub.buffers = {n: b[start:stop] for n, b in self.buffers.items()}
         sub.m = stop - start
         if sub.m == 1 and plain_modules(self.model.modules()):  # one member: through the reference network itself,
             return self._member(sub, start)                        # as the torch.func recipe does (no hooks to skip)
+        sub.individual = {n: p[start:stop] for n, p in self.individual.items()}
+        sub.buffers = {n: b[start:stop] for n, b in self.buffers.items()}
         inner, ctx = self.f, self.model.ctx
 
         def f(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
@@ -232,11 +232,10 @@ class _Jacobians:
         same numbers in another order, which no contraction over all of them sees."""
         model = self.model
         template = model._synced_template()
-        sub.individual = {}
-        for name, p in self.individual.items():
-            target, _, attr = name.removeprefix("net.").rpartition(".")
-            sub.individual[name] = model.net.get_submodule(target).to_reference(attr, p)[index].contiguous()
-        sub.buffers = {n.removeprefix("net."): b[index] for n, b in self.buffers.items()}
+        state = {f"net.{target}.{attr}": value for target in model._targets
+                 for attr, value in model.net.get_submodule(target).member_state(index).items()}
+        sub.individual = {n: state[n].contiguous() for n in self.individual}
+        sub.buffers = {n.removeprefix("net."): state[n] for n in self.buffers}
 
         def f(params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
             reference = {n.removeprefix("net."): v for n, v in params.items()}
